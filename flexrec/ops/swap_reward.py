@@ -1,0 +1,58 @@
+"""``flexrec::swap_reward``: item-level counterfactual-swap rewards of ranked lists."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from flexrec import backend
+from flexrec.ops import _checks, reference
+
+
+@torch.library.custom_op("flexrec::swap_reward", mutates_args=())
+def _swap_reward(gains: Tensor, k: int, mode: str) -> Tensor:
+    return reference.swap_reward(gains, k, mode)
+
+
+@_swap_reward.register_fake
+def _(gains: Tensor, k: int, mode: str) -> Tensor:
+    torch._check(gains.dim() == 2, lambda: "gains must be (B, K)")
+    return torch.empty_like(gains)
+
+
+backend.register(
+    _swap_reward,
+    "swap_reward",
+    {
+        "c": {"cpu": lambda g, k, m: torch.ops.flexrec_C.swap_reward(g, k, m)},
+        "cuda": {"cuda": lambda g, k, m: torch.ops.flexrec_C.swap_reward(g, k, m)},
+        "triton": {
+            "cuda": "flexrec.kernels.swap_reward:swap_reward",
+            "cpu": "flexrec.kernels.swap_reward:swap_reward",
+        },
+    },
+)
+
+
+def swap_reward(gains: Tensor, k: int = 0, mode: str = "causal") -> Tensor:
+    """Item-level rewards of ranked lists (FLEXREC.md section 3).
+
+    Args:
+        gains: gains of the ranked items, position 0 first (non-negative; a label or 2^label - 1).
+        k: NDCG cutoff n; 0 means K. Positions past the cutoff have discount 0.
+        mode: ``causal`` (the method: mean over later positions j of R(y) - R(y with the items
+            at p and j swapped); the last position gets 0), ``noncausal`` (mean over all j != p),
+            ``independent`` (g_p d_p / IDCG), ``sequence`` (every position gets R(y) = NDCG@n),
+            ``suffix`` (rank-level: sum over q >= p of g_q d_q / IDCG).
+
+    Rewards are normalised by the IDCG@n of the same row's gains; a row with IDCG = 0 gets zeros.
+
+    Shapes:
+        gains (B, K) float -> (B, K), same dtype.
+    """
+    _checks.check_2d("gains", gains, "(B, K)")
+    _checks.check_float("gains", gains)
+    _checks.check_mode(mode, reference.REWARD_MODES)
+    if k < 0:
+        raise ValueError(f"k must be >= 0 (0 means the whole list), got {k}")
+    return _swap_reward(gains.contiguous(), int(k), mode)
