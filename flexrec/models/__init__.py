@@ -1,0 +1,100 @@
+"""The policy: a causal LM, its tokenizer with slot tokens, wrapped as a permutation policy.
+
+``load_policy("tiny" | "smollm2-135m" | "/path/to/hf-model", ...)`` returns (RankingPolicy, tokenizer).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from flexrec.models.policy import RankingPolicy, Rollout, left_pad
+from flexrec.models.presets import PRESETS, build_smollm2, build_tiny, check_model_spec, load_pretrained
+
+__all__ = ["RankingPolicy", "Rollout", "left_pad", "PRESETS", "check_model_spec", "load_policy", "slot_token"]
+
+
+def slot_token(i: int) -> str:
+    """The token that names candidate i in a prompt."""
+    return f"<c{i}>"
+
+
+def attention_implementation() -> str:
+    """flash-attn 2 when it is importable (and a GPU is there), else PyTorch sdpa."""
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _ensure_slot_tokens(tokenizer, num_slots: int) -> list[int]:
+    missing = [slot_token(i) for i in range(num_slots) if slot_token(i) not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    ids = tokenizer.convert_tokens_to_ids([slot_token(i) for i in range(num_slots)])
+    assert len(set(ids)) == num_slots, "slot tokens must be distinct single tokens"
+    return ids
+
+
+def load_policy(
+    spec: str,
+    num_slots: int,
+    tokenizer_factory: Optional[Callable[[], object]] = None,
+    device: str = "cpu",
+    lora_rank: int = 0,
+    gradient_checkpointing: bool = False,
+    seed: int = 0,
+    cache_dir: Optional[Path] = None,
+    tiny_overrides: Optional[dict] = None,
+) -> tuple[RankingPolicy, object]:
+    """Builds the policy and its tokenizer.
+
+    Args:
+        spec: ``tiny``, ``smollm2-135m`` or a local model directory.
+        num_slots: how many slot tokens ``<c0> ..`` the tokenizer must hold (the pool size K).
+        tokenizer_factory: for ``tiny``, returns the locally trained tokenizer (the world's text).
+        lora_rank: > 0 trains LoRA adapters of that rank (peft) instead of every parameter.
+        gradient_checkpointing: trade compute for activation memory.
+        seed: the tiny model's initialisation.
+    """
+    check_model_spec(spec)
+    if spec == "tiny":
+        if tokenizer_factory is None:
+            raise ValueError("the tiny preset needs a tokenizer trained on the data (tokenizer_factory)")
+        tok = tokenizer_factory()
+        _ensure_slot_tokens(tok, num_slots)
+        model, tok = build_tiny(tok, seed=seed, cache_dir=cache_dir, **(tiny_overrides or {}))
+    elif spec == "smollm2-135m":
+        model, tok = build_smollm2(cache_dir)
+    else:
+        model, tok = load_pretrained(spec)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    before = len(tok)
+    slot_ids = _ensure_slot_tokens(tok, num_slots)
+    if len(tok) > model.get_input_embeddings().weight.shape[0] or len(tok) != before:
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+    model.set_attn_implementation(attention_implementation())
+    on_gpu = str(device).startswith("cuda")
+    if on_gpu and torch.cuda.is_bf16_supported():
+        model = model.to(torch.bfloat16)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = True  # decoding still uses the cache; training passes don't ask for it
+    if lora_rank > 0:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as err:
+            raise ValueError("--lora-rank > 0 needs peft: pip install peft") from err
+        lora = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, target_modules="all-linear", lora_dropout=0.0)
+        model = get_peft_model(model, lora)
+        # The slot tokens' output rows are new: they must train too.
+        out = model.get_base_model().get_output_embeddings().weight
+        out.requires_grad_(True)
+        if out is not model.get_base_model().get_input_embeddings().weight:
+            warnings.warn("untied output embedding: its slot rows train with LoRA as a full matrix")
+    policy = RankingPolicy(model, slot_ids, tok.pad_token_id).to(device)
+    return policy, tok

@@ -1,0 +1,175 @@
+"""The ranking policy: any causal LM that names candidates with slot tokens (FLEXREC.md section 1).
+
+After the prompt the model emits exactly K slot tokens. Each step's logits come from the
+candidate-restricted head (``candidate_logits``: the final hidden state against the K slot-token
+rows of the output embedding, never the V-wide vocabulary), candidates already emitted are masked,
+and ``pool_sample`` picks the next one. Training recomputes the same masked softmax with
+``permutation_logprob`` on a teacher-forced pass, so rollout and training log-probs agree.
+
+Prompts are left-padded here (whatever padding the batch came with), so that every row's prompt
+ends at the same column and the K decision positions are the same K columns for every row.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from flexrec.models._ops import candidate_logits, permutation_logprob, pool_sample
+
+
+class Rollout(NamedTuple):
+    """G ranked lists per prompt.
+
+    Shapes: perm (B, G, K) int64, candidate indices (slot numbers) in ranked order;
+            logprob (B, G, K) float32, the log-prob of each step's choice under the sampling policy.
+    """
+
+    perm: Tensor
+    logprob: Tensor
+
+
+def left_pad(input_ids: Tensor, attention_mask: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Moves every row's real tokens to the right end. Shapes: (B, T), (B, T) -> (B, T), (B, T)."""
+    mask = attention_mask.bool()
+    if torch.equal(mask, mask.cummax(1).values):
+        return input_ids, attention_mask.long()  # already left-padded (or no padding)
+    # A stable sort on "is real" puts padding first and keeps the real tokens' order.
+    order = torch.sort(mask.long(), dim=1, stable=True).indices
+    ids = torch.gather(input_ids, 1, order)
+    new_mask = torch.gather(mask.long(), 1, order)
+    return ids.masked_fill(new_mask == 0, pad_id), new_mask
+
+
+def _cache_kwarg(backbone: nn.Module) -> str:
+    # transformers 5 renamed past_key_values to cache; older versions only know the old name.
+    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+
+
+def _cache_of(out) -> object:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _positions(attention_mask: Tensor) -> Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class RankingPolicy(nn.Module):
+    """Wraps a Hugging Face causal LM (optionally a peft model) as a permutation policy.
+
+    Args:
+        model: a ``PreTrainedModel`` with a causal-LM head (or a peft wrapper of one).
+        slot_token_ids: the token ids of ``<c0> .. <c{K_max-1}>``; candidate i is slot i.
+        pad_token_id: used to left-pad prompts.
+    """
+
+    def __init__(self, model: nn.Module, slot_token_ids: list[int], pad_token_id: int):
+        super().__init__()
+        self.model = model
+        self.register_buffer("slot_ids", torch.tensor(slot_token_ids, dtype=torch.long), persistent=False)
+        self.pad_token_id = int(pad_token_id)
+
+    # The pieces of the LM we use: the backbone (hidden states, no vocabulary head) and the output
+    # embedding's rows for the slot tokens.
+    def _base(self) -> nn.Module:
+        m = self.model
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+    def _backbone(self) -> nn.Module:
+        return self._base().get_decoder()
+
+    def _head(self) -> tuple[Tensor, Optional[Tensor]]:
+        head = self._base().get_output_embeddings()
+        return head.weight, getattr(head, "bias", None)
+
+    def _slot_logits(self, hidden: Tensor, num_candidates: int) -> Tensor:
+        """Shapes: hidden (N, H) -> (N, K) float32."""
+        weight, bias = self._head()
+        ids = self.slot_ids[:num_candidates].expand(hidden.shape[0], num_candidates)
+        return candidate_logits(hidden, weight, ids, bias).float()
+
+    @torch.no_grad()
+    def rank(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        num_candidates: int,
+        samples: int = 1,
+        greedy: bool = False,
+        temperature: float = 1.0,
+        generator: Optional[torch.Generator] = None,
+    ) -> Rollout:
+        """Batched constrained decoding with the KV cache: ``samples`` permutations per prompt.
+
+        Greedy takes the argmax of the masked step distribution; otherwise Gumbel-max sampling
+        draws from softmax(logits / temperature) over the remaining pool.
+
+        Shapes: input_ids (B, T), attention_mask (B, T) -> Rollout with perm, logprob (B, G, K).
+        """
+        K, G = num_candidates, samples
+        ids, mask = left_pad(input_ids, attention_mask, self.pad_token_id)
+        B = ids.shape[0]
+        backbone = self._backbone()
+        out = backbone(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
+        cache = _cache_of(out)
+        hidden = out.last_hidden_state[:, -1]  # (B, H)
+        if G > 1:  # one prompt pass, G continuations: repeat the cache instead of the prompt
+            cache.batch_repeat_interleave(G)
+            hidden = hidden.repeat_interleave(G, 0)
+            mask = mask.repeat_interleave(G, 0)
+        N = B * G
+        used = torch.zeros(N, K, dtype=torch.bool, device=ids.device)
+        next_pos = mask.sum(-1, keepdim=True)  # (N, 1)
+        perm = torch.empty(N, K, dtype=torch.long, device=ids.device)
+        logprob = torch.empty(N, K, dtype=torch.float32, device=ids.device)
+        for t in range(K):
+            logits = self._slot_logits(hidden, K)
+            gumbel = None
+            if not greedy:
+                u = torch.rand(N, K, generator=generator, device="cpu" if generator is None else generator.device)
+                gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7))).to(logits.device)
+            index, lp, used = pool_sample(logits, used, gumbel, temperature)
+            perm[:, t], logprob[:, t] = index, lp.float()
+            if t == K - 1:
+                break  # the last choice needs no forward pass
+            mask = torch.cat([mask, mask.new_ones(N, 1)], 1)
+            out = backbone(
+                input_ids=self.slot_ids[index][:, None],
+                attention_mask=mask,
+                position_ids=next_pos,
+                use_cache=True,
+                **{_cache_kwarg(backbone): cache},
+            )
+            cache, hidden, next_pos = _cache_of(out), out.last_hidden_state[:, -1], next_pos + 1
+        return Rollout(perm.view(B, G, K), logprob.view(B, G, K))
+
+    def step_logits(self, input_ids: Tensor, attention_mask: Tensor, perm: Tensor) -> Tensor:
+        """Teacher-forced candidate logits at the K decision positions.
+
+        The sequence is prompt + slot tokens of perm[:, :K-1]; the hidden state before each slot
+        token (the prompt's last token for step 0) scores the K candidates.
+
+        Shapes: input_ids (N, T), attention_mask (N, T), perm (N, K) -> (N, K, K) float32.
+        """
+        N, K = perm.shape
+        ids, mask = left_pad(input_ids, attention_mask, self.pad_token_id)
+        T = ids.shape[1]
+        full_ids = torch.cat([ids, self.slot_ids[perm[:, : K - 1]]], 1)
+        full_mask = torch.cat([mask, mask.new_ones(N, K - 1)], 1)
+        out = self._backbone()(input_ids=full_ids, attention_mask=full_mask, position_ids=_positions(full_mask))
+        hidden = out.last_hidden_state[:, T - 1 :]  # (N, K, H)
+        return self._slot_logits(hidden.reshape(N * K, -1), K).view(N, K, K)
+
+    def logprobs(
+        self, input_ids: Tensor, attention_mask: Tensor, perm: Tensor, temperature: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """Step log-probs and entropies of given permutations (Plackett-Luce, remaining-pool mask).
+
+        Shapes: input_ids (N, T), attention_mask (N, T), perm (N, K) -> logprob (N, K), entropy (N, K).
+        """
+        logits = self.step_logits(input_ids, attention_mask, perm)
+        return permutation_logprob(logits, perm, temperature)

