@@ -1,0 +1,93 @@
+"""Triton kernel of ``flexrec::decode_step``: candidate_logits followed by pool_sample in one
+launch, without ever building the (B, V) logits.
+
+One program per row: gather the K candidate rows of ``weight`` in (BLOCK_K, BLOCK_H) tiles and dot
+them with ``hidden`` (float32 accumulation; float64 for float64), add the bias, round to the input
+dtype (so the result is exactly what the two-op path sees), scale by 1/T, mask used candidates,
+Gumbel-max argmax with the lowest index on ties, and the log-softmax at the chosen candidate.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _util
+
+
+@triton.jit
+def decode_step_kernel(hidden_ptr, weight_ptr, ids_ptr, bias_ptr, used_ptr, gumbel_ptr,
+                       index_ptr, logprob_ptr, used_out_ptr, temperature, temp_ptr, K, H,
+                       HAS_BIAS: tl.constexpr, HAS_GUMBEL: tl.constexpr,
+                       TEMP_FROM_PTR: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
+                       C: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK_K)
+    mk = offs < K
+    ids = tl.load(ids_ptr + row * K + offs, mask=mk, other=0).to(tl.int64)
+    acc = tl.zeros([BLOCK_K], dtype=C)
+    for h0 in range(0, H, BLOCK_H):
+        offs_h = h0 + tl.arange(0, BLOCK_H)
+        mh = offs_h < H
+        h = tl.load(hidden_ptr + row * H + offs_h, mask=mh, other=0.0).to(C)
+        w = tl.load(weight_ptr + ids[:, None] * H + offs_h[None, :],
+                    mask=mk[:, None] & mh[None, :], other=0.0).to(C)
+        acc += tl.sum(w * h[None, :], axis=1)
+    # Round to the logits' dtype as candidate_logits does, so both paths pick the same candidate.
+    logit = acc.to(hidden_ptr.dtype.element_ty).to(C)
+    if HAS_BIAS:
+        b = tl.load(bias_ptr + ids, mask=mk, other=0.0).to(C)
+        logit = (logit + b).to(hidden_ptr.dtype.element_ty).to(C)
+    if TEMP_FROM_PTR:
+        t = tl.load(temp_ptr).to(C)
+    else:
+        t = temperature
+    used = tl.load(used_ptr + row * K + offs, mask=mk, other=1).to(tl.int1)
+    x = tl.where(used | (offs >= K), float("-inf"), logit / t)
+    if HAS_GUMBEL:
+        score = x + tl.load(gumbel_ptr + row * K + offs, mask=mk, other=0.0).to(C)
+    else:
+        score = x
+    index = tl.argmax(score, axis=0, tie_break_left=True)
+    x_max = tl.max(x, axis=0)
+    lse = x_max + tl.log(tl.sum(tl.exp(x - x_max), axis=0))
+    chosen = tl.sum(tl.where(offs == index, x, 0.0), axis=0)
+    tl.store(index_ptr + row, index.to(tl.int64))
+    tl.store(logprob_ptr + row, chosen - lse)
+    tl.store(used_out_ptr + row * K + offs, (used | (offs == index)).to(tl.int8), mask=mk)
+
+
+def decode_step(hidden: torch.Tensor, weight: torch.Tensor, cand_ids: torch.Tensor,
+                used: torch.Tensor, gumbel=None, temperature: float = 1.0, bias=None):
+    """Same signature and result as ``flexrec.ops.reference.decode_step``.
+
+    Shapes: hidden (B, H), weight (V, H), cand_ids (B, K) int64, used (B, K) bool,
+            gumbel (B, K) or None, bias (V,) or None
+            -> index (B,) int64, logprob (B,), used_out (B, K) bool.
+    """
+    hidden = hidden.contiguous()
+    weight = weight.contiguous()
+    cand_ids = cand_ids.contiguous()
+    used = used.contiguous()
+    B, H = hidden.shape
+    K = cand_ids.shape[1]
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"decode_step: weight is {weight.dtype} but hidden is {hidden.dtype}; "
+                        "cast one of them")
+    C = _util.compute_dtype(hidden.dtype)
+    index = torch.empty(B, dtype=torch.int64, device=hidden.device)
+    logprob = torch.empty(B, dtype=C, device=hidden.device)
+    used_out = torch.empty((B, K), dtype=torch.bool, device=hidden.device)
+    if B == 0:
+        return index, logprob, used_out
+    BLOCK_K = _util.block_k(K)
+    BLOCK_H = max(16, min(triton.next_power_of_2(max(H, 1)), 4096 // BLOCK_K))
+    t, t_ptr, t_from_ptr = _util.temperature_args(temperature, hidden.dtype, hidden)
+    decode_step_kernel[(B,)](
+        hidden, weight, cand_ids, bias.contiguous() if bias is not None else hidden,
+        used.view(torch.int8), gumbel.contiguous() if gumbel is not None else hidden,
+        index, logprob, used_out.view(torch.int8), t, t_ptr, K, H,
+        HAS_BIAS=bias is not None, HAS_GUMBEL=gumbel is not None, TEMP_FROM_PTR=t_from_ptr,
+        BLOCK_K=BLOCK_K, BLOCK_H=BLOCK_H, C=_util.tl_compute(hidden.dtype), num_warps=4)
+    return index, logprob, used_out

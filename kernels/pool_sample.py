@@ -1,0 +1,67 @@
+"""Triton kernel of ``flexrec::pool_sample``: one step of constrained permutation decoding.
+
+One program per row: scale by 1/T, mask used candidates, argmax of (x + gumbel) with the lowest
+index on ties, and the log-softmax over the unused candidates at the chosen one. Half-precision
+logits are computed in float32 (float64 logits in float64), as the reference does.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _util
+
+
+@triton.jit
+def pool_sample_kernel(logits_ptr, used_ptr, gumbel_ptr, index_ptr, logprob_ptr, used_out_ptr,
+                       temperature, temp_ptr, K, HAS_GUMBEL: tl.constexpr,
+                       TEMP_FROM_PTR: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK_K)
+    mk = offs < K
+    if TEMP_FROM_PTR:
+        t = tl.load(temp_ptr).to(C)
+    else:
+        t = temperature
+    logit = tl.load(logits_ptr + row * K + offs, mask=mk, other=0.0).to(C)
+    used = tl.load(used_ptr + row * K + offs, mask=mk, other=1).to(tl.int1)
+    x = tl.where(used | (offs >= K), float("-inf"), logit / t)
+    if HAS_GUMBEL:
+        score = x + tl.load(gumbel_ptr + row * K + offs, mask=mk, other=0.0).to(C)
+    else:
+        score = x
+    index = tl.argmax(score, axis=0, tie_break_left=True)
+    x_max = tl.max(x, axis=0)
+    lse = x_max + tl.log(tl.sum(tl.exp(x - x_max), axis=0))
+    chosen = tl.sum(tl.where(offs == index, x, 0.0), axis=0)
+    tl.store(index_ptr + row, index.to(tl.int64))
+    tl.store(logprob_ptr + row, chosen - lse)
+    tl.store(used_out_ptr + row * K + offs, (used | (offs == index)).to(tl.int8), mask=mk)
+
+
+def pool_sample(logits: torch.Tensor, used: torch.Tensor, gumbel=None, temperature: float = 1.0):
+    """Same signature and result as ``flexrec.ops.reference.pool_sample``.
+
+    Shapes: logits (B, K), used (B, K) bool, gumbel (B, K) or None
+            -> index (B,) int64, logprob (B,), used_out (B, K) bool.
+    """
+    logits = logits.contiguous()
+    used = used.contiguous()
+    B, K = logits.shape
+    C = _util.compute_dtype(logits.dtype)
+    index = torch.empty(B, dtype=torch.int64, device=logits.device)
+    logprob = torch.empty(B, dtype=C, device=logits.device)
+    used_out = torch.empty((B, K), dtype=torch.bool, device=logits.device)
+    if B == 0:
+        return index, logprob, used_out
+    g = gumbel.contiguous() if gumbel is not None else logits
+    t, t_ptr, t_from_ptr = _util.temperature_args(temperature, logits.dtype, logits)
+    BLOCK_K = _util.block_k(K)
+    pool_sample_kernel[(B,)](logits, used.view(torch.int8), g, index, logprob,
+                             used_out.view(torch.int8), t, t_ptr, K,
+                             HAS_GUMBEL=gumbel is not None, TEMP_FROM_PTR=t_from_ptr,
+                             BLOCK_K=BLOCK_K, C=_util.tl_compute(logits.dtype),
+                             num_warps=4 if BLOCK_K >= 512 else 1)
+    return index, logprob, used_out
