@@ -1,0 +1,72 @@
+"""Prompts: need instruction + recent history + candidates named by slot tokens.
+
+The rendered prompt ends where the answer starts (the chat template's generation prompt, or
+"Ranking:" without one), so the model's next token should be the first slot token. A token budget is
+met by dropping the oldest history lines; the candidates are never shortened (if they alone do not
+fit, that is an error: raise the budget or lower K).
+"""
+
+from __future__ import annotations
+
+from .examples import RankingExample
+from .tokens import slot_tokens
+from .world import InteractionData
+
+SYSTEM_PROMPT = ("You are a recommender. Rank every candidate for the user's stated need, best first, "
+                 "by writing the candidates' slot tokens, each exactly once.")
+
+
+def item_text(data: InteractionData, item: int) -> str:
+    """"Title [topic, topic]"; topics already in the title (synthetic "(jazz)") are not repeated."""
+    title = data.item_titles[item]
+    topics = [data.topic_names[t] for t in data.item_topics[item].nonzero()[0] if f"({data.topic_names[t]})" not in title]
+    return f"{title} [{', '.join(topics)}]" if topics else title
+
+
+def user_message(example: RankingExample, data: InteractionData, n_history: int) -> str:
+    """The user turn, with the `n_history` most recent history items (oldest first)."""
+    lines = [f"Need: {example.instruction}", ""]
+    if n_history > 0 and len(example.history_items):
+        lines.append("Recent history, oldest first:")
+        for item, fb in zip(example.history_items[-n_history:], example.history_feedback[-n_history:]):
+            lines.append(f"- {item_text(data, int(item))}: {data.feedback_format.format(float(fb))}")
+    else:
+        lines.append("Recent history: none.")
+    lines += ["", "Candidates:"]
+    lines += [f"{slot} {item_text(data, int(item))}" for slot, item in zip(slot_tokens(example.K), example.items)]
+    lines += ["", f"Answer with all {example.K} candidate slots, best first."]
+    return "\n".join(lines)
+
+
+def format_prompt(example: RankingExample, data: InteractionData, tokenizer, n_history: int) -> str:
+    """The full prompt text with `n_history` history items, through the chat template if there is one."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": user_message(example, data, n_history)}]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{SYSTEM_PROMPT}\n\n{messages[1]['content']}\n\nRanking:"
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def render_prompt(example: RankingExample, data: InteractionData, tokenizer, max_tokens: int = 1024,
+                  max_history: int = 20) -> str:
+    """The prompt with as much of the last `max_history` history items as fits in `max_tokens`.
+
+    Binary search on the number of history items kept (the length grows with it).
+    Raises ValueError if the prompt with no history at all exceeds `max_tokens`.
+    """
+    lo, hi = 0, min(max_history, len(example.history_items))
+    shortest = format_prompt(example, data, tokenizer, 0)
+    if count_tokens(tokenizer, shortest) > max_tokens:
+        raise ValueError(f"the prompt without history needs {count_tokens(tokenizer, shortest)} tokens, "
+                         f"over max_tokens={max_tokens}: candidates are never cut; raise the budget or lower K")
+    while lo < hi:  # invariant: lo items fit
+        mid = (lo + hi + 1) // 2
+        if count_tokens(tokenizer, format_prompt(example, data, tokenizer, mid)) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return format_prompt(example, data, tokenizer, lo)

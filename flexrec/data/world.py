@@ -1,0 +1,185 @@
+"""The one structure every dataset loads into: `InteractionData`.
+
+A dataset, whatever its source, is items (titles, topics), a popularity signal per item and per day,
+users with time-ordered histories of (item, feedback, day), the true interest where the data knows it,
+and a sparse observed subset of it (the feedback a trainer may use, FLEXREC.md section 4).
+
+Interest is kept on the dataset's own scale (a 1-5 rating, a watch ratio, a synthetic 1-5 affinity);
+`interest_range` maps it to [0, 1] for the need labels (see `flexrec.data.needs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+
+@dataclass
+class SparseLabels:
+    """(user, item) -> value for the pairs a dataset knows, looked up in O(log N).
+
+    Shapes:
+        keys: (N,) int64, sorted, key = user * n_items + item;  values: (N,) float32.
+    """
+
+    n_items: int
+    keys: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def from_triples(cls, users, items, values, n_items: int) -> "SparseLabels":
+        """Build from parallel arrays; a repeated (user, item) keeps its last value."""
+        keys = np.asarray(users, np.int64) * n_items + np.asarray(items, np.int64)
+        values = np.asarray(values, np.float32)
+        # np.unique keeps the first occurrence; reverse so the last one (the latest) wins.
+        uniq, first = np.unique(keys[::-1], return_index=True)
+        return cls(n_items, uniq, values[::-1][first])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lookup(self, user: int, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values and whether each is known (unknown -> 0).
+
+        Shapes: items (K,) -> values (K,) float32, known (K,) bool.
+        """
+        keys = user * self.n_items + np.asarray(items, np.int64)
+        pos = np.searchsorted(self.keys, keys).clip(max=max(len(self.keys) - 1, 0))
+        known = (self.keys[pos] == keys) if len(self.keys) else np.zeros(len(keys), bool)
+        return np.where(known, self.values[pos] if len(self.keys) else 0.0, 0.0).astype(np.float32), known
+
+    def user_items(self, user: int) -> np.ndarray:
+        """The items whose value is known for `user`. Shapes: (M,) int64."""
+        lo, hi = np.searchsorted(self.keys, [user * self.n_items, (user + 1) * self.n_items])
+        return self.keys[lo:hi] - user * self.n_items
+
+
+@dataclass
+class InteractionData:
+    """A recommendation dataset in flexrec's common form.
+
+    Users and items are re-indexed 0..n-1; `user_keys`/`item_keys` keep the source ids.
+    Histories are stored CSR-style: user u's history is positions history_ptr[u]:history_ptr[u+1],
+    ordered by time, and it ends strictly before the user's candidates (cutoff_day).
+
+    Shapes:
+        item_topics (n_items, n_topics) bool multi-hot; item_popularity (n_items,) interactions seen
+        in histories; daily_popularity (n_days, n_items) plays per day (or per window);
+        history_ptr (n_users + 1,); history_items/history_feedback/history_days (N,);
+        cutoff_day (n_users,) the first day that is "the future" for that user.
+    """
+
+    name: str
+    topic_names: list[str]
+    item_titles: list[str]
+    item_topics: np.ndarray
+    item_popularity: np.ndarray
+    daily_popularity: np.ndarray
+    history_ptr: np.ndarray
+    history_items: np.ndarray
+    history_feedback: np.ndarray
+    history_days: np.ndarray
+    cutoff_day: np.ndarray
+    true_interest: SparseLabels  # the ground truth: dense for synthetic/KuaiRec small, held-out ratings for MovieLens
+    observed: SparseLabels  # the sparse, possibly noisy, feedback a trainer may use
+    interest_range: tuple[float, float] = (1.0, 5.0)  # maps interest to [0, 1] for the labels
+    feedback_format: str = "rated {:.0f}/5"  # how a feedback value reads in a prompt
+    trend_window: int = 1  # days of daily_popularity that count as "short-term" for the trend need
+    candidate_items: np.ndarray | None = None  # items allowed in pools (None: all), e.g. KuaiRec small matrix
+    user_keys: list[str] = field(default_factory=list)
+    item_keys: list[str] = field(default_factory=list)
+    observe_fraction: float = 0.1
+
+    @property
+    def n_users(self) -> int:
+        return len(self.history_ptr) - 1
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_titles)
+
+    @property
+    def n_topics(self) -> int:
+        return len(self.topic_names)
+
+    def history(self, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(items, feedback, days) of `user`, oldest first. Shapes: each (T,)."""
+        lo, hi = self.history_ptr[user], self.history_ptr[user + 1]
+        return self.history_items[lo:hi], self.history_feedback[lo:hi], self.history_days[lo:hi]
+
+    def history_topics(self, user: int) -> np.ndarray:
+        """Which topics appear anywhere in the user's history. Shapes: (n_topics,) bool."""
+        items = self.history(user)[0]
+        return self.item_topics[items].any(axis=0) if len(items) else np.zeros(self.n_topics, bool)
+
+    def recent_popularity(self, user: int, items: np.ndarray) -> np.ndarray:
+        """Plays of `items` in the `trend_window` days before the user's cutoff.
+
+        Shapes: items (K,) -> (K,) float32.
+        """
+        end = int(self.cutoff_day[user])
+        start = max(0, end - self.trend_window)
+        return self.daily_popularity[start:end, items].sum(axis=0).astype(np.float32)
+
+    def normalized_interest(self, values: np.ndarray) -> np.ndarray:
+        """Map interest from the dataset's scale to [0, 1]. Shapes: any -> same."""
+        lo, hi = self.interest_range
+        return np.clip((np.asarray(values, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+
+    def eligible_items(self, user: int) -> np.ndarray:
+        """Items that may be ranked for `user`: allowed candidates not in the history. Shapes: (M,)."""
+        allowed = np.ones(self.n_items, bool) if self.candidate_items is None else np.isin(
+            np.arange(self.n_items), self.candidate_items)
+        allowed[self.history(user)[0]] = False
+        return np.flatnonzero(allowed)
+
+    @cached_property
+    def item_users(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inverted histories, CSR-style: the users of item i are users[ptr[i]:ptr[i+1]], by user id.
+
+        Shapes: ptr (n_items + 1,), users (N,). Used by the co-occurrence retriever.
+        """
+        owners = np.repeat(np.arange(self.n_users), np.diff(self.history_ptr))
+        order = np.lexsort((owners, self.history_items))
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(self.history_items, minlength=self.n_items))])
+        return ptr.astype(np.int64), owners[order]
+
+    def summary(self) -> dict:
+        """Plain statistics, for logs and `python -m flexrec.data`."""
+        lengths = np.diff(self.history_ptr)
+        return {
+            "name": self.name, "users": self.n_users, "items": self.n_items, "topics": self.n_topics,
+            "days": int(self.daily_popularity.shape[0]),
+            "history_interactions": int(len(self.history_items)),
+            "history_len_min/mean/max": (int(lengths.min()), round(float(lengths.mean()), 1), int(lengths.max())),
+            "users_with_empty_history": int((lengths == 0).sum()),
+            "true_interest_known": len(self.true_interest),
+            "observed_feedback": len(self.observed),
+            "observe_fraction": self.observe_fraction,
+            "interest_range": self.interest_range,
+            "trend_window_days": self.trend_window,
+        }
+
+
+def histories_to_csr(users: np.ndarray, items: np.ndarray, feedback: np.ndarray, days: np.ndarray,
+                     n_users: int) -> tuple[np.ndarray, ...]:
+    """Sort interactions by (user, day) (stable) into CSR arrays (ptr, items, feedback, days)."""
+    order = np.lexsort((days, users))
+    counts = np.bincount(users, minlength=n_users)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return (ptr, np.asarray(items, np.int64)[order], np.asarray(feedback, np.float32)[order],
+            np.asarray(days, np.int64)[order])
+
+
+def observe_subset(true: SparseLabels, fraction: float, rng: np.random.Generator,
+                   noise_std: float = 0.0, clip: tuple[float, float] | None = None) -> SparseLabels:
+    """Keep a random `fraction` of the known labels, optionally with Gaussian noise (the sparse feedback)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"observe_fraction must be in [0, 1], got {fraction}")
+    keep = rng.random(len(true.keys)) < fraction
+    values = true.values[keep] + (rng.normal(0.0, noise_std, keep.sum()) if noise_std > 0 else 0.0)
+    if clip is not None:
+        values = np.clip(values, *clip)
+    return SparseLabels(true.n_items, true.keys[keep], values.astype(np.float32))
