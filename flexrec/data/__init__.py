@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .batch import RankingBatch, collate
 from .examples import RankingExample, build_examples, make_example
-from .needs import NEEDS, LabelContext, Need, get_need, pool_labels, register_need
+from .needs import NEEDS, LabelContext, Need, get_need, label_context, pool_labels, register_need
 from .pools import DEFAULT_MIX, PoolTooSmallError, build_pool, split_users
 from .prompts import render_prompt
 from .synthetic import SyntheticWorld
