@@ -1,0 +1,137 @@
+"""Slot tokens, the tiny tokenizer, prompts under a token budget, collate, and the CLI."""
+
+import copy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from flexrec.data import (add_slot_tokens, build_examples, collate, render_prompt, slot_token_ids, slot_tokens,
+                          train_tiny_tokenizer)
+from flexrec.data.prompts import count_tokens, format_prompt
+
+
+@pytest.fixture
+def slot_tokenizer(tokenizer):
+    tok = copy.deepcopy(tokenizer)
+    add_slot_tokens(tok, K=30)
+    return tok
+
+
+@pytest.fixture(scope="module")
+def examples(world):
+    return build_examples(world, split="train", K=30, max_users=4)
+
+
+def tiny_model(vocab_size, tie):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tie)
+    return LlamaForCausalLM(cfg)
+
+
+def test_slot_tokens():
+    assert slot_tokens(3) == ["<c0>", "<c1>", "<c2>"]
+    with pytest.raises(ValueError, match="K must be >= 1"):
+        slot_tokens(0)
+
+
+def test_tiny_tokenizer_is_deterministic_with_chat_template(tokenizer):
+    again = train_tiny_tokenizer()
+    assert tokenizer.get_vocab() == again.get_vocab() and len(tokenizer) <= 1000
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|pad|>"
+    assert tokenizer.padding_side == "left"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    ids = tokenizer("Quiet Harbor (jazz)")["input_ids"]
+    assert tokenizer.decode(ids) == "Quiet Harbor (jazz)"
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_add_slot_tokens_resizes_and_initialises_embeddings(tokenizer, tie):
+    tok = copy.deepcopy(tokenizer)
+    model = tiny_model(len(tok), tie)
+    old_in = model.get_input_embeddings().weight.detach().clone()
+    old_out = model.get_output_embeddings().weight.detach().clone()
+    ids = add_slot_tokens(tok, model, K=30)
+    assert ids == list(range(len(tokenizer), len(tokenizer) + 30)) == slot_token_ids(tok, 30)
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert emb.shape[0] == head.shape[0] == len(tok) == len(tokenizer) + 30
+    torch.testing.assert_close(emb[: len(tokenizer)], old_in)  # existing rows untouched
+    for new, old in [(emb[ids], old_in), (head[ids], old_out)]:
+        # near the mean of the old rows (noise 0.02 std), and all distinct
+        assert (new - old.mean(0)).abs().max() < 0.2 * old.std(0).max()
+        assert torch.unique(new, dim=0).shape[0] == 30
+    assert (head.data_ptr() == emb.data_ptr()) == tie
+    # idempotent: adding again changes nothing
+    assert add_slot_tokens(tok, model, K=30) == ids and model.get_input_embeddings().weight.shape[0] == len(tok)
+    # every slot token is one token in running text
+    assert tok("<c0> <c29>", add_special_tokens=False)["input_ids"][0] == ids[0]
+
+
+def test_slot_ids_require_added_tokens(tokenizer):
+    with pytest.raises(ValueError, match="call add_slot_tokens"):
+        slot_token_ids(tokenizer, 30)
+
+
+def test_prompt_has_instruction_history_and_every_candidate(world, examples, slot_tokenizer):
+    e = examples[0]
+    prompt = render_prompt(e, world, slot_tokenizer)
+    assert e.instruction in prompt and prompt.endswith("<|im_start|>assistant\n")
+    for k, item in enumerate(e.items):
+        assert f"<c{k}> {world.item_titles[item]}" in prompt
+    for item in e.history_items[-20:]:
+        assert world.item_titles[item] in prompt
+    assert "liked it" in prompt
+
+
+def test_budget_shortens_history_never_candidates(world, examples, slot_tokenizer):
+    e = examples[0]
+    full = render_prompt(e, world, slot_tokenizer, max_tokens=10_000)
+    none = format_prompt(e, world, slot_tokenizer, 0)
+    budget = (count_tokens(slot_tokenizer, full) + count_tokens(slot_tokenizer, none)) // 2
+    cut = render_prompt(e, world, slot_tokenizer, max_tokens=budget)
+    assert count_tokens(slot_tokenizer, cut) <= budget < count_tokens(slot_tokenizer, full)
+    assert all(f"<c{k}> " in cut for k in range(e.K))
+    kept = [world.item_titles[i] in cut for i in e.history_items[-20:]]
+    assert 0 < sum(kept) < len(kept) and kept == sorted(kept)  # the oldest go first
+    assert render_prompt(e, world, slot_tokenizer, max_tokens=count_tokens(slot_tokenizer, none)) == none
+    with pytest.raises(ValueError, match="candidates are never cut"):
+        render_prompt(e, world, slot_tokenizer, max_tokens=50)
+
+
+def test_prompt_without_chat_template(world, examples, slot_tokenizer):
+    tok = copy.deepcopy(slot_tokenizer)
+    tok.chat_template = None
+    prompt = render_prompt(examples[0], world, tok)
+    assert prompt.endswith("Ranking:") and "<|im_start|>" not in prompt
+
+
+def test_collate(world, examples, slot_tokenizer):
+    batch = collate(examples[:4], slot_tokenizer, world, max_tokens=2048)
+    B, L = batch.input_ids.shape
+    assert B == 4 and batch.attention_mask.shape == (B, L) and batch.input_ids.dtype == torch.long
+    assert (batch.attention_mask[:, -1] == 1).all()  # left padding: every prompt ends at -1
+    lengths = batch.attention_mask.sum(1)
+    assert (batch.input_ids[batch.attention_mask == 0] == slot_tokenizer.pad_token_id).all()
+    assert lengths.max() == L and (batch.attention_mask.cumsum(1)[:, -1] == lengths).all()
+    assert batch.slot_ids.shape == batch.item_ids.shape == batch.true_labels.shape == (4, 30)
+    assert batch.slot_ids[0].tolist() == slot_token_ids(slot_tokenizer, 30)
+    assert batch.observed_mask.dtype == torch.bool and batch.true_labels.dtype == torch.float32
+    np.testing.assert_array_equal(batch.item_ids[1].numpy(), examples[1].items)
+    np.testing.assert_array_equal(batch.observed_labels[2].numpy(), examples[2].observed_labels)
+    assert batch.needs == [e.need for e in examples[:4]] and batch.users.tolist() == [e.user for e in examples[:4]]
+    decoded = slot_tokenizer.decode(batch.input_ids[0][batch.attention_mask[0] == 1])
+    assert decoded == batch.prompts[0]
+    with pytest.raises(ValueError, match="same K"):
+        collate([examples[0], build_examples(world, split="val", K=10, max_users=1)[0]], slot_tokenizer, world)
+
+
+def test_cli_prints_stats_labels_and_a_prompt():
+    out = subprocess.run([sys.executable, "-m", "flexrec.data", "--data", "synthetic", "--users", "10"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "== dataset synthetic" in out and "maximize_interest" in out and "trend_promotion" in out
+    assert "<c29>" in out and "<|im_start|>assistant" in out
