@@ -47,6 +47,6 @@ def load(name: str, path: str | None = None, **options) -> InteractionData:
 __all__ = [
     "DATASETS", "DEFAULT_MIX", "NEEDS", "InteractionData", "LabelContext", "Need", "PoolTooSmallError",
     "RankingBatch", "RankingExample", "SparseLabels", "SyntheticWorld", "add_slot_tokens", "build_examples",
-    "build_pool", "collate", "get_need", "load", "make_example", "pool_labels", "register_need",
+    "build_pool", "collate", "get_need", "label_context", "load", "make_example", "pool_labels", "register_need",
     "render_prompt", "slot_token_ids", "slot_tokens", "split_users", "train_tiny_tokenizer",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import DATASETS, NEEDS, build_examples, load
 from .prompts import count_tokens, render_prompt
-from .tokens import add_slot_tokens, train_tiny_tokenizer
+from .tokens import add_slot_tokens, default_corpus, train_tiny_tokenizer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     else:
-        tokenizer = train_tiny_tokenizer()
+        # Trained on this dataset's titles and topics too, so a prompt is not mostly byte fallbacks.
+        tokenizer = train_tiny_tokenizer(default_corpus() + data.item_titles + data.topic_names, vocab_size=4000)
     add_slot_tokens(tokenizer, K=args.K)
     example = examples[0]
     prompt = render_prompt(example, data, tokenizer, max_tokens=args.max_tokens)

@@ -143,7 +143,7 @@ def load_kuairec(path: str | Path | None = None, n_history: int = 20, max_histor
     np.maximum.at(cutoff, h_users, h_days + 1)
     cutoff = cutoff.clip(max=n_days)
 
-    ptr, hi, hf, hd = histories_to_csr(h_users, h_items, h_values, h_days, len(user_keys))
+    ptr, hi, hf, hd = histories_to_csr(h_users, h_items, h_values, h_days, len(user_keys), h_stamps)
     true = SparseLabels.from_triples(s_users[truth], s_items[truth], s[truth, 3], len(item_keys))
     return InteractionData(
         name="kuairec", topic_names=[f"category {t}" for t in topic_ids], item_titles=titles,

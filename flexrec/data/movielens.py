@@ -142,7 +142,8 @@ def from_ratings(name: str, ratings: list[list[str]], catalogue: dict[str, tuple
     daily = np.zeros((n_days, len(item_keys)), np.float32)
     np.add.at(daily, (days, items), 1.0)
     hist = ~future
-    ptr, h_items, h_fb, h_days = histories_to_csr(users[hist], items[hist], values[hist], days[hist], len(user_keys))
+    ptr, h_items, h_fb, h_days = histories_to_csr(users[hist], items[hist], values[hist], days[hist], len(user_keys),
+                                               stamps[hist])
     topic_names = sorted({g for _, genres in catalogue.values() for g in genres})
     topic_index = {g: t for t, g in enumerate(topic_names)}
     item_topics = np.zeros((len(item_keys), len(topic_names)), bool)

@@ -42,12 +42,12 @@ def cooccurrence_scores(data: InteractionData, user: int, recent: int = 10, max_
     Shapes: (n_items,) float32.
     """
     ptr, owners = data.item_users
-    scores = np.zeros(data.n_items, np.float32)
-    for item in data.history(user)[0][-recent:]:
-        co_users = owners[ptr[item]:ptr[item + 1]]
-        for other in co_users[co_users != user][:max_users]:
-            scores[data.history(other)[0]] += 1.0
-    return scores
+    co_users = [owners[ptr[i]:ptr[i + 1]] for i in data.history(user)[0][-recent:]]
+    co_users = np.concatenate([c[c != user][:max_users] for c in co_users] + [np.zeros(0, np.int64)])
+    # Gather every co-user's history at once: the positions start..end-1 of each, concatenated.
+    starts, lengths = data.history_ptr[co_users], np.diff(data.history_ptr)[co_users]
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    return np.bincount(data.history_items[offsets], minlength=data.n_items).astype(np.float32)
 
 
 def _quotas(n: int, mix: dict[str, float]) -> dict[str, int]:

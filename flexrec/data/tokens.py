@@ -61,7 +61,7 @@ def default_corpus() -> list[str]:
     from .needs import NEEDS
     from .prompts import SYSTEM_PROMPT
     from .synthetic import ADJECTIVES, NOUNS, TOPICS
-    lines = [f"{a} {n} ({t})" for a in ADJECTIVES for n in NOUNS for t in TOPICS[:4]]
+    lines = [f"{a} {n} ({t})" for a in ADJECTIVES for n in NOUNS for t in TOPICS]
     lines += [s for need in NEEDS.values() for s in need.instructions + need.heldout]
     lines += [SYSTEM_PROMPT, "Need:", "Recent history, oldest first:", "Candidates:", "liked it 4.5/5",
               "rated 4/5", "watched 1.5x", "Answer with all candidate slots, best first."]

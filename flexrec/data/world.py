@@ -164,9 +164,12 @@ class InteractionData:
 
 
 def histories_to_csr(users: np.ndarray, items: np.ndarray, feedback: np.ndarray, days: np.ndarray,
-                     n_users: int) -> tuple[np.ndarray, ...]:
-    """Sort interactions by (user, day) (stable) into CSR arrays (ptr, items, feedback, days)."""
-    order = np.lexsort((days, users))
+                     n_users: int, times: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Sort interactions by (user, time) (stable) into CSR arrays (ptr, items, feedback, days).
+
+    `times` (e.g. Unix timestamps) orders events within a day; without it, days do.
+    """
+    order = np.lexsort((days if times is None else times, users))
     counts = np.bincount(users, minlength=n_users)
     ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return (ptr, np.asarray(items, np.int64)[order], np.asarray(feedback, np.float32)[order],

@@ -142,3 +142,21 @@ def test_kuairec_bad_inputs(kuairec_dir):
     (kuairec_dir / "small_matrix.csv").unlink()
     with pytest.raises(FileNotFoundError, match="small_matrix.csv not found.*user_id, video_id"):
         load("kuairec", kuairec_dir)
+
+
+def test_movielens_holds_out_each_users_latest_ratings(grouplens_dir):
+    data = load("ml-100k", grouplens_dir, n_heldout=4)
+    rows = [line.split("\t") for line in (grouplens_dir / "u.data").read_text().splitlines()]
+    for u, key in enumerate(data.user_keys):
+        mine = sorted((int(r[3]), r[1]) for r in rows if r[0] == key)
+        latest = {data.item_keys.index(item) for _, item in mine[-4:]}
+        assert set(data.true_interest.user_items(u).tolist()) == latest
+        history = [data.item_keys[i] for i in data.history(u)[0]]
+        assert history == [item for _, item in mine[:-4]]  # time-ordered, and all before the held-out
+
+
+def test_kuairec_keeps_the_latest_max_history_rows(kuairec_dir):
+    full, short = load("kuairec", kuairec_dir), load("kuairec", kuairec_dir, max_history=5)
+    assert np.diff(short.history_ptr).tolist() == [5] * 8
+    for u in range(8):
+        np.testing.assert_array_equal(short.history(u)[0], full.history(u)[0][-5:])
