@@ -32,27 +32,34 @@ def slot_token_ids(tokenizer, K: int = 30) -> list[int]:
 def add_slot_tokens(tokenizer, model=None, K: int = 30, noise_std: float = 0.02, seed: int = 0) -> list[int]:
     """Add <c0>..<c{K-1}> as special tokens (idempotent); resize and initialise the model's embeddings.
 
-    New rows of the input embedding (and of an untied LM head) are the mean of the existing rows plus
-    Gaussian noise of `noise_std` times their per-dimension std (seeded): near the embedding
-    distribution, so the first logits are sensible, yet distinct, so the slots can be told apart.
+    The rows initialised are those of the tokens just added, and any slot beyond the model's old
+    size; a model whose embedding is padded past the tokenizer (Qwen2.5: 151936 rows for 151665
+    tokens) is not resized, but its padding rows that now name slots are initialised. New rows, in the
+    input embedding and in an untied LM head, are the mean of the existing tokens' rows plus Gaussian
+    noise of `noise_std` times their per-dimension std (seeded): near the embedding distribution, so
+    the first logits are sensible, yet distinct, so the slots can be told apart.
     Returns the K slot token ids, in slot order.
     """
-    tokens = slot_tokens(K)
-    tokenizer.add_tokens(tokens, special_tokens=True)
+    before = len(tokenizer)
+    tokenizer.add_tokens(slot_tokens(K), special_tokens=True)
     ids = slot_token_ids(tokenizer, K)
-    if model is not None:
-        old = model.get_input_embeddings().weight.shape[0]
-        if len(tokenizer) > old:
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-            generator = torch.Generator().manual_seed(seed)
-            matrices = [model.get_input_embeddings().weight]
-            head = model.get_output_embeddings()
-            if head is not None and head.weight.data_ptr() != matrices[0].data_ptr():
-                matrices.append(head.weight)
-            for w in matrices:
-                existing = w[:old].float()
-                noise = torch.randn(w.shape[0] - old, w.shape[1], generator=generator) * existing.std(0) * noise_std
-                w[old:] = (existing.mean(0) + noise).to(w.dtype)
+    if model is None:
+        return ids
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > old_rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    fresh = [i for i in ids if i >= before or i >= old_rows]
+    if fresh:
+        n_real = min(before, old_rows)  # rows of real, pre-existing tokens
+        generator = torch.Generator().manual_seed(seed)
+        matrices = [model.get_input_embeddings().weight]
+        head = model.get_output_embeddings()
+        if head is not None and head.weight.data_ptr() != matrices[0].data_ptr():
+            matrices.append(head.weight)
+        for w in matrices:
+            existing = w[:n_real].float()
+            noise = torch.randn(len(fresh), w.shape[1], generator=generator) * existing.std(0) * noise_std
+            w[fresh] = (existing.mean(0) + noise).to(w.dtype)
     return ids
 
 

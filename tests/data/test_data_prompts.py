@@ -135,3 +135,26 @@ def test_cli_prints_stats_labels_and_a_prompt():
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "== dataset synthetic" in out and "maximize_interest" in out and "trend_promotion" in out
     assert "<c29>" in out and "<|im_start|>assistant" in out
+
+
+def test_add_slot_tokens_to_a_model_with_padded_vocab(tokenizer):
+    tok = copy.deepcopy(tokenizer)
+    model = tiny_model(len(tok) + 64, tie=False)  # like Qwen2.5: more rows than tokens
+    with torch.no_grad():
+        model.get_input_embeddings().weight[len(tok):] = 0.0
+        model.get_output_embeddings().weight[len(tok):] = 0.0
+    ids = add_slot_tokens(tok, model, K=30)
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) + 64  # not resized
+    for w in [model.get_input_embeddings().weight, model.get_output_embeddings().weight]:
+        mean = w[: len(tokenizer)].mean(0)
+        assert (w[ids] != 0).all() and (w[ids] - mean).abs().max() < 0.2 * w[: len(tokenizer)].std(0).max()
+        assert (w[len(tokenizer) + 30:] == 0).all()  # padding rows that name nothing stay as they were
+
+
+def test_slot_tokens_added_earlier_still_initialise_a_new_model(tokenizer):
+    tok = copy.deepcopy(tokenizer)
+    add_slot_tokens(tok, K=30)  # tokenizer first, e.g. by the CLI
+    model = tiny_model(len(tokenizer), tie=True)
+    ids = add_slot_tokens(tok, model, K=30)
+    emb = model.get_input_embeddings().weight
+    assert emb.shape[0] == len(tok) and (emb[ids] - emb[: len(tokenizer)].mean(0)).abs().max() < 0.1
