@@ -160,3 +160,12 @@ def test_kuairec_keeps_the_latest_max_history_rows(kuairec_dir):
     assert np.diff(short.history_ptr).tolist() == [5] * 8
     for u in range(8):
         np.testing.assert_array_equal(short.history(u)[0], full.history(u)[0][-5:])
+
+
+def test_kuairec_rows_with_missing_values_are_dropped_and_counted(kuairec_dir, caplog):
+    with open(kuairec_dir / "small_matrix.csv", "a") as f:
+        f.write("0,39,1000,2000,,,,0.5\n")  # no timestamp, as in some official rows
+    with caplog.at_level(logging.WARNING):
+        data = load("kuairec", kuairec_dir)
+    assert "dropped 1 rows of small_matrix.csv with a missing value" in caplog.text
+    assert len(data.true_interest) == 8 * 40
