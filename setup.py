@@ -50,6 +50,8 @@ def extensions():
         ("FLEXREC_TORCH_VERSION", f'"{torch.__version__}"'),
     ]
     cxx = ["-O3", "-fopenmp"] if sys.platform.startswith("linux") else ["-O3"]
+    # Link OpenMP too, so that at::parallel_for in the CPU kernels really runs on several threads.
+    link = ["-fopenmp"] if sys.platform.startswith("linux") else []
     print(f"flexrec: building C++ CPU kernels; CUDA kernels: {'yes' if with_cuda else 'no'}"
           + (f" (archs {archs or 'torch default'})" if with_cuda else ""))
     if with_cuda:
@@ -60,9 +62,11 @@ def extensions():
                 sources,
                 define_macros=macros,
                 extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
+                extra_link_args=link,
             )
         ]
-    return [CppExtension("flexrec._C", sources, define_macros=macros, extra_compile_args=cxx)]
+    return [CppExtension("flexrec._C", sources, define_macros=macros, extra_compile_args=cxx,
+                         extra_link_args=link)]
 
 
 setup(

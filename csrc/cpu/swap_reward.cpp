@@ -1,5 +1,5 @@
-// CPU kernel of flexrec_C::swap_reward: O(K log K) per row (the sort for IDCG) instead of the
-// reference's O(K^2) pairwise form, parallel over rows.
+// CPU kernel of flexrec_C::swap_reward: O(K) per row plus the IDCG (common.h: ideal_dcg), instead
+// of the reference's O(K^2) pairwise form, parallel over rows.
 //
 // For the causal mode, sum_{j>p} (g_p - g_j)(d_p - d_j)
 //   = m g_p d_p - g_p S_d - d_p S_g + S_gd  with m = K-1-p and suffix sums over j > p,
@@ -18,12 +18,14 @@ namespace {
 
 template <typename scalar_t>
 void swap_reward_row(const scalar_t* g_in, scalar_t* out, int64_t K, const std::vector<double>& d,
-                     int64_t n, RewardMode mode, std::vector<double>& g) {
-  for (int64_t p = 0; p < K; ++p) g[p] = static_cast<double>(g_in[p]);
-  std::vector<double> sorted(g);
-  std::partial_sort(sorted.begin(), sorted.begin() + n, sorted.end(), std::greater<double>());
-  double idcg = 0.0;
-  for (int64_t p = 0; p < n; ++p) idcg += sorted[p] * d[p];
+                     const std::vector<double>& inv_count, int64_t n, RewardMode mode,
+                     std::vector<double>& g, std::vector<acc_type_t<scalar_t>>& cmp,
+                     std::vector<acc_type_t<scalar_t>>& scratch) {
+  for (int64_t p = 0; p < K; ++p) {
+    cmp[p] = static_cast<acc_type_t<scalar_t>>(g_in[p]);
+    g[p] = static_cast<double>(cmp[p]);
+  }
+  const double idcg = ideal_dcg(cmp.data(), K, n, d.data(), scratch.data());
   if (!(idcg > 0.0)) {
     for (int64_t p = 0; p < K; ++p) out[p] = scalar_t(0);
     return;
@@ -35,7 +37,7 @@ void swap_reward_row(const scalar_t* g_in, scalar_t* out, int64_t K, const std::
       for (int64_t p = K - 1; p >= 0; --p) {
         const double m = static_cast<double>(K - 1 - p);
         const double total = m * g[p] * d[p] - g[p] * s_d - d[p] * s_g + s_gd;
-        out[p] = static_cast<scalar_t>(m > 0 ? total / m * inv : 0.0);
+        out[p] = static_cast<scalar_t>(total * inv_count[p] * inv);
         s_d += d[p];
         s_g += g[p];
         s_gd += g[p] * d[p];
@@ -53,7 +55,7 @@ void swap_reward_row(const scalar_t* g_in, scalar_t* out, int64_t K, const std::
       for (int64_t p = 0; p < K; ++p) {
         const double gd = g[p] * d[p];
         const double total = m * gd - g[p] * (t_d - d[p]) - d[p] * (t_g - g[p]) + (t_gd - gd);
-        out[p] = static_cast<scalar_t>(m > 0 ? total / m * inv : 0.0);
+        out[p] = static_cast<scalar_t>(total * inv_count[p] * inv);
       }
       break;
     }
@@ -86,14 +88,22 @@ at::Tensor swap_reward_cpu(const at::Tensor& gains_in, int64_t k, c10::string_vi
   const int64_t B = gains.size(0), K = gains.size(1);
   const int64_t n = (k <= 0 || k > K) ? K : k;
   const std::vector<double> d = discounts(K, k);
+  // 1 / (number of positions averaged over), 0 where there are none (the last causal position).
+  std::vector<double> inv_count(K, 0.0);
+  for (int64_t p = 0; p < K; ++p) {
+    const int64_t m = mode == RewardMode::kCausal ? K - 1 - p : K - 1;
+    inv_count[p] = m > 0 ? 1.0 / static_cast<double>(m) : 0.0;
+  }
   at::Tensor out = at::empty_like(gains);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gains.scalar_type(), "swap_reward_cpu", [&] {
     const scalar_t* g_ptr = gains.const_data_ptr<scalar_t>();
     scalar_t* o_ptr = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, B, 64, [&](int64_t begin, int64_t end) {
       std::vector<double> row(K);
+      std::vector<acc_type_t<scalar_t>> cmp(K), scratch(K);
       for (int64_t b = begin; b < end; ++b) {
-        swap_reward_row<scalar_t>(g_ptr + b * K, o_ptr + b * K, K, d, n, mode, row);
+        swap_reward_row<scalar_t>(g_ptr + b * K, o_ptr + b * K, K, d, inv_count, n, mode, row, cmp,
+                                  scratch);
       }
     });
   });
