@@ -42,3 +42,75 @@ def check_finite(name: str, x: Tensor) -> None:
 def check_mode(mode: str, modes: tuple[str, ...]) -> None:
     if mode not in modes:
         raise ValueError(f"unknown reward mode {mode!r}; expected one of {', '.join(modes)}")
+
+
+def check_cpu_or_cuda_device(name: str, x: Tensor) -> None:
+    if x.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"{name} is on {x.device}; flexrec ops run on cpu or cuda tensors")
+
+
+def check_int64(name: str, x: Tensor) -> None:
+    if x.dtype != torch.int64:
+        raise TypeError(f"{name} must be int64 (torch.long), got {x.dtype}; convert with {name}.long()")
+
+
+def check_bool(name: str, x: Tensor) -> None:
+    if x.dtype != torch.bool:
+        raise TypeError(
+            f"{name} must be a bool tensor, got {x.dtype}; build it with torch.zeros(B, K, dtype=torch.bool)"
+        )
+
+
+def check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}; use 1.0 for plain sampling")
+
+
+def _is_fake(x: Tensor) -> bool:
+    # Value checks need real data: skip them while torch.compile traces and on meta/fake tensors
+    # (the compiled kernels check the same invariants again).
+    return (
+        torch.compiler.is_compiling()
+        or x.device.type == "meta"
+        or isinstance(x, torch._subclasses.FakeTensor)
+    )
+
+
+def check_permutation(name: str, perm: Tensor) -> None:
+    """Each row of perm (B, K) must list 0..K-1 exactly once (one sort, one compare)."""
+    if _is_fake(perm) or perm.numel() == 0:
+        return
+    K = perm.shape[-1]
+    expected = torch.arange(K, device=perm.device)
+    ok = (torch.sort(perm, dim=-1).values == expected).all(dim=-1)
+    if not bool(ok.all()):
+        row = int((~ok).nonzero()[0, 0])
+        raise ValueError(
+            f"{name} row {row} is not a permutation of 0..{K - 1} (an index out of range or "
+            f"repeated): {perm[row].tolist()[:12]}{' ...' if K > 12 else ''}; each row must list "
+            "every candidate exactly once"
+        )
+
+
+def check_ids(name: str, ids: Tensor, V: int) -> None:
+    """ids (N, K) in [0, V) and distinct within each row."""
+    if _is_fake(ids) or ids.numel() == 0:
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= V:
+        raise ValueError(
+            f"{name} must lie in [0, V = {V}), got values in [{lo}, {hi}]; check the slot-token ids"
+        )
+    s = torch.sort(ids, dim=-1).values
+    dup = (s[:, 1:] == s[:, :-1]).any(dim=-1)
+    if bool(dup.any()):
+        row = int(dup.nonzero()[0, 0])
+        raise ValueError(
+            f"{name} row {row} names a candidate twice; each row must list K distinct token ids"
+        )
+
+
+def check_no_nan(name: str, x: Tensor) -> None:
+    if _is_fake(x):
+        return
+    check_finite(name, x)

@@ -1,0 +1,139 @@
+"""``flexrec::candidate_logits``: the candidate-restricted LM head (K slot tokens, never V)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from flexrec import backend
+from flexrec.ops import _checks, reference
+
+
+@torch.library.custom_op("flexrec::candidate_logits", mutates_args=())
+def _candidate_logits(
+    hidden: Tensor, weight: Tensor, cand_ids: Tensor, bias: Optional[Tensor]
+) -> Tensor:
+    return reference.candidate_logits(hidden, weight, cand_ids, bias)
+
+
+@_candidate_logits.register_fake
+def _(hidden: Tensor, weight: Tensor, cand_ids: Tensor, bias: Optional[Tensor]) -> Tensor:
+    torch._check(hidden.dim() == 2 and weight.dim() == 2, lambda: "hidden (N, H), weight (V, H)")
+    torch._check(cand_ids.dim() == 2, lambda: "cand_ids must be (N, K)")
+    return hidden.new_empty((hidden.shape[0], cand_ids.shape[1]))
+
+
+@torch.library.custom_op("flexrec::candidate_logits_backward", mutates_args=())
+def _candidate_logits_backward(
+    grad: Tensor, hidden: Tensor, weight: Tensor, cand_ids: Tensor, has_bias: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    gh, gw, gb = reference.candidate_logits_backward(grad, hidden, weight, cand_ids, has_bias)
+    # The schema returns a tensor for every output: an empty one when there is no bias.
+    return gh, gw, gb if gb is not None else weight.new_empty((0,))
+
+
+@_candidate_logits_backward.register_fake
+def _(grad: Tensor, hidden: Tensor, weight: Tensor, cand_ids: Tensor, has_bias: bool):
+    nb = weight.shape[0] if has_bias else 0
+    return torch.empty_like(hidden), torch.empty_like(weight), grad.new_empty((nb,))
+
+
+def _c_forward(hidden, weight, cand_ids, bias):
+    return torch.ops.flexrec_C.candidate_logits(hidden, weight, cand_ids, bias)
+
+
+def _c_backward(grad, hidden, weight, cand_ids, has_bias):
+    return torch.ops.flexrec_C.candidate_logits_backward(grad, hidden, weight, cand_ids, has_bias)
+
+
+backend.register(
+    _candidate_logits,
+    "candidate_logits",
+    {
+        "c": {"cpu": _c_forward},
+        "cuda": {"cuda": _c_forward},
+        "triton": {
+            "cuda": "flexrec.kernels.candidate_logits:candidate_logits",
+            "cpu": "flexrec.kernels.candidate_logits:candidate_logits",
+        },
+    },
+)
+backend.register(
+    _candidate_logits_backward,
+    "candidate_logits_backward",
+    {
+        "c": {"cpu": _c_backward},
+        "cuda": {"cuda": _c_backward},
+        "triton": {
+            "cuda": "flexrec.kernels.candidate_logits:candidate_logits_backward",
+            "cpu": "flexrec.kernels.candidate_logits:candidate_logits_backward",
+        },
+    },
+)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    hidden, weight, cand_ids, bias = inputs
+    ctx.save_for_backward(hidden, weight, cand_ids)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad):
+    hidden, weight, cand_ids = ctx.saved_tensors
+    gh, gw, gb = _candidate_logits_backward(
+        grad.contiguous(), hidden, weight, cand_ids, ctx.has_bias
+    )
+    return gh, gw, None, (gb if ctx.has_bias else None)
+
+
+_candidate_logits.register_autograd(_backward, setup_context=_setup_context)
+
+
+def candidate_logits(
+    hidden: Tensor, weight: Tensor, cand_ids: Tensor, bias: Optional[Tensor] = None
+) -> Tensor:
+    """Logits of the K candidate slot tokens only: out[n, k] = hidden[n] . weight[cand_ids[n, k]].
+
+    The candidate-restricted LM head of FLEXREC.md section 1: it never builds an (N, V) tensor.
+    Differentiable in ``hidden``, ``weight`` and ``bias``.
+
+    Args:
+        hidden: the last hidden states.
+        weight: the LM head (or tied embedding) matrix.
+        cand_ids: token id of each row's K candidate slots, distinct within a row.
+        bias: optional LM-head bias.
+
+    Shapes:
+        hidden (N, H), weight (V, H), cand_ids (N, K) int64, bias (V,) or None -> (N, K),
+        hidden's dtype.
+    """
+    _checks.check_2d("hidden", hidden, "(N, H)")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
+        raise ValueError(
+            f"weight must be (V, H) with H = hidden.shape[1] = {hidden.shape[1]}, "
+            f"got {tuple(weight.shape)}"
+        )
+    _checks.check_2d("cand_ids", cand_ids, "(N, K)")
+    if cand_ids.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"cand_ids has {cand_ids.shape[0]} rows but hidden has {hidden.shape[0]}; one row of "
+            "candidate ids per hidden state"
+        )
+    _checks.check_float("hidden", hidden)
+    _checks.check_float("weight", weight)
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"hidden is {hidden.dtype} but weight is {weight.dtype}; cast one of them")
+    _checks.check_int64("cand_ids", cand_ids)
+    named = [("hidden", hidden), ("weight", weight), ("cand_ids", cand_ids)]
+    if bias is not None:
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must be (V,) = ({weight.shape[0]},), got {tuple(bias.shape)}")
+        if bias.dtype != weight.dtype:
+            raise TypeError(f"bias is {bias.dtype} but weight is {weight.dtype}; cast one of them")
+        named.append(("bias", bias))
+        bias = bias.contiguous()
+    _checks.check_same_device(*named)
+    _checks.check_ids("cand_ids", cand_ids, weight.shape[0])
+    return _candidate_logits(hidden.contiguous(), weight.contiguous(), cand_ids.contiguous(), bias)

@@ -1,0 +1,91 @@
+"""``flexrec::pool_sample``: one step of constrained permutation decoding."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from flexrec import backend
+from flexrec.ops import _checks, reference
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+@torch.library.custom_op("flexrec::pool_sample", mutates_args=())
+def _pool_sample(
+    logits: Tensor, used: Tensor, gumbel: Optional[Tensor], temperature: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    return reference.pool_sample(logits, used, gumbel, temperature)
+
+
+@_pool_sample.register_fake
+def _(logits: Tensor, used: Tensor, gumbel: Optional[Tensor], temperature: float):
+    torch._check(logits.dim() == 2, lambda: "logits must be (B, K)")
+    torch._check(used.shape == logits.shape, lambda: "used must have the shape of logits")
+    B = logits.shape[0]
+    lp_dtype = torch.float32 if logits.dtype in _HALF else logits.dtype
+    index = logits.new_empty((B,), dtype=torch.int64)
+    logprob = logits.new_empty((B,), dtype=lp_dtype)
+    return index, logprob, torch.empty_like(used)
+
+
+def _c_pool_sample(logits, used, gumbel, temperature):
+    return torch.ops.flexrec_C.pool_sample(logits, used, gumbel, temperature)
+
+
+backend.register(
+    _pool_sample,
+    "pool_sample",
+    {
+        "c": {"cpu": _c_pool_sample},
+        "cuda": {"cuda": _c_pool_sample},
+        "triton": {
+            "cuda": "flexrec.kernels.pool_sample:pool_sample",
+            "cpu": "flexrec.kernels.pool_sample:pool_sample",
+        },
+    },
+)
+
+
+def pool_sample(
+    logits: Tensor, used: Tensor, gumbel: Optional[Tensor] = None, temperature: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of constrained permutation decoding: pick a candidate not yet used.
+
+    Greedy (argmax of ``logits`` over unused candidates) when ``gumbel`` is None, else
+    Gumbel-max sampling: argmax(logits / T + gumbel), which draws from softmax(logits / T) over
+    the unused candidates when ``gumbel`` is standard Gumbel noise
+    (``-torch.log(-torch.log(torch.rand(B, K)))``). Ties go to the lowest index.
+
+    Returns ``(index, logprob, used_out)``: the chosen candidate, its log-prob under
+    log-softmax(logits / T) restricted to the unused candidates (exactly what
+    :func:`flexrec.ops.permutation_logprob` recomputes for that step), and ``used`` with the chosen
+    candidate marked (a new tensor; ``used`` is not modified).
+
+    Shapes:
+        logits (B, K) float, used (B, K) bool, gumbel (B, K) float or None
+        -> index (B,) int64, logprob (B,) (float32 for half/bfloat16 logits, else logits' dtype),
+        used_out (B, K) bool.
+    """
+    _checks.check_2d("logits", logits, "(B, K)")
+    _checks.check_float("logits", logits)
+    _checks.check_bool("used", used)
+    _checks.check_same_shape("used", used, "logits", logits)
+    named = [("logits", logits), ("used", used)]
+    if gumbel is not None:
+        _checks.check_float("gumbel", gumbel)
+        _checks.check_same_shape("gumbel", gumbel, "logits", logits)
+        named.append(("gumbel", gumbel))
+        gumbel = gumbel.contiguous()
+    _checks.check_same_device(*named)
+    _checks.check_temperature(temperature)
+    _checks.check_no_nan("logits", logits)
+    if not _checks._is_fake(used) and bool(used.all(dim=-1).any()):
+        row = int(used.all(dim=-1).nonzero()[0, 0])
+        raise ValueError(
+            f"pool_sample: row {row} has no allowed candidate (every entry of used is True); "
+            "a permutation of K candidates takes exactly K steps"
+        )
+    return _pool_sample(logits.contiguous(), used.contiguous(), gumbel, float(temperature))
