@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    data = load(args.data, args.path, **({"seed": args.seed} if args.data == "synthetic" else {}))
+    try:
+        data = load(args.data, args.path, **({"seed": args.seed} if args.data == "synthetic" else {}))
+    except (FileNotFoundError, ValueError) as error:  # a missing file or column: say which, no traceback
+        parser.error(str(error))
     print(f"== dataset {data.name}")
     for key, value in data.summary().items():
         print(f"  {key:28s} {value}")

@@ -62,7 +62,8 @@ def make_example(data: InteractionData, user: int, need: str, K: int = 30, seed:
     observed, mask = pool_labels(data, user, items, need_, observed=True)
     choices = need_.heldout if heldout_instructions else need_.instructions
     if not choices:
-        raise ValueError(f"need {need_.name!r} has no {'held-out' if heldout_instructions else 'training'} instructions")
+        kind = "held-out" if heldout_instructions else "training"
+        raise ValueError(f"need {need_.name!r} has no {kind} instructions")
     instruction = choices[int(pool_rng(seed + 1, user, need_.name).integers(len(choices)))]
     h_items, h_feedback, _ = data.history(user)
     return RankingExample(user, need_.name, instruction, items, true, observed, mask,

@@ -134,7 +134,8 @@ def from_ratings(name: str, ratings: list[list[str]], catalogue: dict[str, tuple
     future = np.zeros(len(order), bool)
     future[order] = rank >= counts[users[order]] - n_future
     if (counts < 2).any():
-        log.warning("%s: %d users have fewer than 2 ratings: no held-out labels for them", name, int((counts < 2).sum()))
+        log.warning("%s: %d users have fewer than 2 ratings: no held-out labels for them",
+                    name, int((counts < 2).sum()))
 
     n_days = int(days.max()) + 1
     cutoff = np.full(len(user_keys), n_days, np.int64)

@@ -6,8 +6,14 @@ Every label is in [0, 1]: interest is first mapped from the dataset's scale by `
 (ours: one scale for every dataset and need, so rewards and thresholds mean the same thing).
 
 Labels come in two forms (see `pool_labels`):
-- true labels, from the dataset's ground truth (evaluation);
+- true labels, from the dataset's ground truth (evaluation). Where the truth is sparse (MovieLens:
+  the held-out ratings), an item the user never rated counts as interest 0;
 - observed labels and a mask, from the sparse observed feedback (training; the critic fills the rest).
+  The mask is where the user's interest was observed, for every need (even where a need's label would
+  not depend on it, e.g. an explore item from a seen topic), so the critic has one mask to learn from.
+
+On MovieLens, explore_new_topics is rare by nature: films carry several genres and histories are long,
+so few held-out films have no genre the user has seen; `python -m flexrec.data` prints how rare.
 
 Adding a need is a few lines::
 

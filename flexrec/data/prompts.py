@@ -19,7 +19,8 @@ SYSTEM_PROMPT = ("You are a recommender. Rank every candidate for the user's sta
 def item_text(data: InteractionData, item: int) -> str:
     """"Title [topic, topic]"; topics already in the title (synthetic "(jazz)") are not repeated."""
     title = data.item_titles[item]
-    topics = [data.topic_names[t] for t in data.item_topics[item].nonzero()[0] if f"({data.topic_names[t]})" not in title]
+    topics = [data.topic_names[t] for t in data.item_topics[item].nonzero()[0]]
+    topics = [t for t in topics if f"({t})" not in title]
     return f"{title} [{', '.join(topics)}]" if topics else title
 
 

@@ -24,7 +24,8 @@ def slot_token_ids(tokenizer, K: int = 30) -> list[int]:
     """Ids of <c0>..<c{K-1}>; raises if `add_slot_tokens` has not been called with at least K."""
     ids = tokenizer.convert_tokens_to_ids(slot_tokens(K))
     if any(i is None or i == tokenizer.unk_token_id for i in ids) or len(set(ids)) != K:
-        raise ValueError(f"the tokenizer lacks slot tokens <c0>..<c{K - 1}>; call add_slot_tokens(tokenizer, model, K={K})")
+        raise ValueError(f"the tokenizer lacks slot tokens <c0>..<c{K - 1}>; "
+                         f"call add_slot_tokens(tokenizer, model, K={K})")
     return ids
 
 

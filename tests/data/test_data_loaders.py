@@ -94,7 +94,7 @@ def test_ml1m_bad_inputs(ml1m_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="pass path="):
         load("ml-1m")
     (ml1m_dir / "movies.dat").unlink()
-    with pytest.raises(FileNotFoundError, match=r"movies.dat not found; expected ML-1M movies.dat: MovieID::Title::Genres"):
+    with pytest.raises(FileNotFoundError, match=r"movies.dat not found; expected ML-1M movies.dat: MovieID::Title"):
         load("ml-1m", ml1m_dir)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "ratings.dat").write_text("1::2::3\n")

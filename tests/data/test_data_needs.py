@@ -68,7 +68,8 @@ def test_observed_labels_only_where_feedback_was_observed(world):
 
 
 def test_unknown_need_lists_the_known_ones(world, pool):
-    with pytest.raises(ValueError, match="unknown need 'cheapest'.*explore_new_topics, maximize_interest, trend_promotion"):
+    known = "explore_new_topics, maximize_interest, trend_promotion"
+    with pytest.raises(ValueError, match=f"unknown need 'cheapest'; known needs: {known}"):
         pool_labels(world, 0, pool, "cheapest")
     with pytest.raises(ValueError, match="unknown need"):
         build_examples(world, needs=["cheapest"])
@@ -81,7 +82,7 @@ def test_register_a_user_defined_need(world):
 
     try:
         need = register_need("hidden_gems", hidden_gems, threshold=0.6,
-                             instructions=["Find me great things few people know."] * 1 + ["Dig up hidden gems for me."],
+                             instructions=["Find me great things few people know.", "Dig up hidden gems for me."],
                              heldout=["Surprise me with an under-the-radar pick."])
         assert get_need("hidden_gems") is need
         ex = build_examples(world, needs=["hidden_gems"], split="val")

@@ -47,7 +47,8 @@ def test_pools_hold_a_few_relevant_items_where_they_exist(world):
 
 
 def test_retriever_mix(world):
-    assert _quotas(30, {"popularity": 1, "cooccurrence": 1, "random": 1}) == {"popularity": 10, "cooccurrence": 10, "random": 10}
+    thirds = {"popularity": 1, "cooccurrence": 1, "random": 1}
+    assert _quotas(30, thirds) == {"popularity": 10, "cooccurrence": 10, "random": 10}
     assert sum(_quotas(7, {"popularity": 1, "cooccurrence": 1, "random": 1}).values()) == 7
     popular_only = build_pool(world, 0, "maximize_interest", K=10, min_relevant=0, mix={"popularity": 1.0})
     eligible = world.eligible_items(0)

@@ -44,7 +44,8 @@ def test_tiny_tokenizer_is_deterministic_with_chat_template(tokenizer):
     assert tokenizer.get_vocab() == again.get_vocab() and len(tokenizer) <= 1000
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|pad|>"
     assert tokenizer.padding_side == "left"
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "user", "content": "hi"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     ids = tokenizer("Quiet Harbor (jazz)")["input_ids"]
     assert tokenizer.decode(ids) == "Quiet Harbor (jazz)"
@@ -158,3 +159,13 @@ def test_slot_tokens_added_earlier_still_initialise_a_new_model(tokenizer):
     ids = add_slot_tokens(tok, model, K=30)
     emb = model.get_input_embeddings().weight
     assert emb.shape[0] == len(tok) and (emb[ids] - emb[: len(tokenizer)].mean(0)).abs().max() < 0.1
+
+
+def test_cli_on_kuairec_files(kuairec_dir, capsys):
+    from flexrec.data.__main__ import main
+    main(["--data", "kuairec", "--path", str(kuairec_dir), "--users", "3", "--K", "20"])
+    out = capsys.readouterr().out
+    assert "== dataset kuairec" in out and "watched" in out and "<c19>" in out
+    with pytest.raises(SystemExit):
+        main(["--data", "ml-1m"])
+    assert "pass path=" in capsys.readouterr().err
