@@ -98,7 +98,11 @@ def candidate_logits_backward(grad: torch.Tensor, hidden: torch.Tensor, weight: 
                               cand_ids: torch.Tensor, has_bias: bool):
     """Same signature and result as ``flexrec.ops.reference.candidate_logits_backward``.
 
-    Shapes: grad (N, K) -> grad_hidden (N, H), grad_weight (V, H), grad_bias (V,) or None.
+    Shapes: grad (N, K) -> grad_hidden (N, H), grad_weight (V, H), grad_bias (V,).
+
+    Without a bias, grad_bias is an empty (0,) tensor instead of the reference's None: this launcher
+    is registered as the kernel of the ``flexrec::candidate_logits_backward`` op, whose schema (like
+    ``flexrec_C::candidate_logits_backward``) returns a tensor for every output.
     """
     grad = grad.contiguous()
     hidden = hidden.contiguous()
@@ -119,6 +123,5 @@ def candidate_logits_backward(grad: torch.Tensor, hidden: torch.Tensor, weight: 
             BLOCK_H=_block_h(BLOCK_K, H), C=_util.tl_compute(grad.dtype), num_warps=4)
     elif N > 0:
         grad_hidden.zero_()
-    if grad_bias is not None:
-        grad_bias = grad_bias.to(grad.dtype)
+    grad_bias = grad_bias.to(grad.dtype) if has_bias else grad.new_empty((0,))
     return grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype), grad_bias

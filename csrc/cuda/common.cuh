@@ -1,0 +1,149 @@
+// Helpers shared by flexrec's CUDA kernels: input checks, warp/block reductions, the Gumbel-max
+// sample of one row by one warp, DCG discounts.
+//
+// Every kernel accumulates in at::opmath_type<scalar_t> (float for bf16/half/float, double for
+// double). Kernels that keep a row in shared memory accept K <= kMaxK (checked on the host).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/macros/Macros.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace flexrec {
+namespace cuda {
+
+// One block per row holds the row (and its discounts) in shared memory: 1024 doubles each.
+constexpr int64_t kMaxK = 1024;
+constexpr int kWarp = 32;
+
+inline void check_cuda(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.is_cuda(), op, " (CUDA kernel): ", name, " is on ", t.device(),
+              "; move every input to the same CUDA device with .to('cuda')");
+}
+
+inline void check_k_limit(int64_t K, const char* op) {
+  TORCH_CHECK(K >= 1, op, ": K = 0 candidates; a pool needs K >= 1");
+  TORCH_CHECK(K <= kMaxK, op, " (CUDA kernel) supports K <= ", kMaxK, " candidates, got K = ", K,
+              "; use FLEXREC_BACKEND=triton or ref for larger pools");
+}
+
+// Threads per block for a one-block-per-row kernel: whole warps, about one thread per candidate,
+// at most 256.
+inline int row_threads(int64_t K) {
+  const int64_t warps = (std::min<int64_t>(K, 256) + kWarp - 1) / kWarp;
+  return static_cast<int>(warps * kWarp);
+}
+
+// Reward modes, numbered as flexrec::RewardMode in csrc/cpu/common.h (not included here: that
+// header is host-only C++ tuned for the CPU kernels).
+enum class Mode : int { kCausal = 0, kNoncausal = 1, kIndependent = 2, kSequence = 3, kSuffix = 4 };
+
+inline Mode parse_mode(c10::string_view name) {
+  const std::string mode(name);
+  if (mode == "causal") return Mode::kCausal;
+  if (mode == "noncausal") return Mode::kNoncausal;
+  if (mode == "independent") return Mode::kIndependent;
+  if (mode == "sequence") return Mode::kSequence;
+  if (mode == "suffix") return Mode::kSuffix;
+  TORCH_CHECK(false, "unknown reward mode '", mode,
+              "'; expected one of causal, noncausal, independent, sequence, suffix");
+}
+
+inline void check_gains(const at::Tensor& gains, const char* op) {
+  TORCH_CHECK(gains.dim() == 2, op, ": gains must be 2-D (B, K), got ", gains.dim(), "-D");
+  TORCH_CHECK(at::isFloatingType(gains.scalar_type()), op, ": gains must be a floating tensor, got ",
+              gains.scalar_type());
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_max(T v) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v = max(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+// Sum over the block, returned to every thread. Every thread of the block must call it;
+// blockDim.x must be a multiple of 32. `red` holds 32 values in shared memory.
+template <typename T>
+__device__ T block_sum(T v, T* red) {
+  v = warp_sum(v);
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int n_warps = blockDim.x / kWarp;
+  __syncthreads();  // `red` may still be read by a previous call
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  T total = T(0);
+  for (int w = 0; w < n_warps; ++w) total += red[w];  // same order in every thread: deterministic
+  return total;
+}
+
+// d(p) = 1/log2(p+2) for 0-based p < n, 0 beyond; computed in double as the reference does.
+template <typename acc_t>
+__device__ __forceinline__ acc_t discount(int64_t p, int64_t n) {
+  return p < n ? static_cast<acc_t>(1.0 / log2(static_cast<double>(p) + 2.0)) : acc_t(0);
+}
+
+// (max, sum of exp(x - max)) merged from two partial online-softmax states.
+template <typename acc_t>
+__device__ __forceinline__ void softmax_merge(acc_t& m, acc_t& s, acc_t m2, acc_t s2) {
+  const acc_t m_new = max(m, m2);
+  if (m_new == -std::numeric_limits<acc_t>::infinity()) {
+    s = acc_t(0);
+  } else {
+    s = s * exp(m - m_new) + s2 * exp(m2 - m_new);
+  }
+  m = m_new;
+}
+
+// One warp samples one row: index = argmax_c (x(c) + gumbel(c)) (lowest index on ties; x(c) is
+// -inf for used candidates), logprob = x(index) - logsumexp_c x(c). `x_of(c)` returns the masked,
+// temperature-scaled logit; `gumbel_of(c)` the noise (0 when sampling greedily). Every lane gets
+// the result.
+template <typename acc_t, typename XFn, typename GFn>
+__device__ void warp_pool_sample(int64_t K, XFn x_of, GFn gumbel_of, int64_t& index, acc_t& logprob) {
+  const int lane = threadIdx.x % kWarp;
+  const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
+  acc_t best = neg_inf, m = neg_inf, s = acc_t(0);
+  int64_t best_i = std::numeric_limits<int64_t>::max();
+  for (int64_t c = lane; c < K; c += kWarp) {
+    const acc_t x = x_of(c);
+    const acc_t score = x + gumbel_of(c);
+    if (score > best || (score == best && c < best_i)) {
+      best = score;
+      best_i = c;
+    }
+    softmax_merge(m, s, x, acc_t(1));
+  }
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    const acc_t o_best = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int64_t o_i = __shfl_xor_sync(0xffffffffu, best_i, offset);
+    if (o_best > best || (o_best == best && o_i < best_i)) {
+      best = o_best;
+      best_i = o_i;
+    }
+    const acc_t o_m = __shfl_xor_sync(0xffffffffu, m, offset);
+    const acc_t o_s = __shfl_xor_sync(0xffffffffu, s, offset);
+    softmax_merge(m, s, o_m, o_s);
+  }
+  index = best_i < K ? best_i : 0;  // a row with every candidate used: index 0, as torch.argmax
+  logprob = x_of(index) - (m + log(s));
+}
+
+}  // namespace cuda
+}  // namespace flexrec
