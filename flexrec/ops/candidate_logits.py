@@ -36,8 +36,8 @@ def _candidate_logits_backward(
 
 @_candidate_logits_backward.register_fake
 def _(grad: Tensor, hidden: Tensor, weight: Tensor, cand_ids: Tensor, has_bias: bool):
-    nb = weight.shape[0] if has_bias else 0
-    return torch.empty_like(hidden), torch.empty_like(weight), grad.new_empty((nb,))
+    grad_bias = grad.new_empty((weight.shape[0],)) if has_bias else weight.new_empty((0,))
+    return torch.empty_like(hidden), torch.empty_like(weight), grad_bias
 
 
 def _c_forward(hidden, weight, cand_ids, bias):

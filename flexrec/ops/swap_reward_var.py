@@ -61,4 +61,6 @@ def swap_reward_var(gains: Tensor, gain_var: Tensor, k: int = 0, mode: str = "ca
     _checks.check_mode(mode, reference.REWARD_MODES)
     if k < 0:
         raise ValueError(f"k must be >= 0 (0 means the whole list), got {k}")
+    if not _checks._is_fake(gain_var) and bool((gain_var < 0).any()):
+        raise ValueError("gain_var has negative entries; variances must be >= 0 (0 for an observed label)")
     return _swap_reward_var(gains.contiguous(), gain_var.to(gains.dtype).contiguous(), int(k), mode)

@@ -30,6 +30,17 @@ def test_cpp_matches_reference(K, B, dtype, gen):
             assert_close_to_fp64(swap_reward(gains, k, mode), want, reference.swap_reward(gains, k, mode))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_long_lists_take_the_sort_path(dtype, gen):
+    # K > 128 computes the IDCG with a partial sort instead of the rank count (common.h).
+    gains = torch.randint(0, 5, (6, 257), generator=gen).to(dtype)
+    for k in (0, 10):
+        want = reference.swap_reward(gains.double(), k, "causal")
+        assert_close_to_fp64(C.swap_reward(gains, k, "causal"), want)
+        want = reference.swap_reward_var(gains.double(), gains.double() / 4, k, "causal")
+        assert_close_to_fp64(C.swap_reward_var(gains, gains / 4, k, "causal"), want)
+
+
 def test_hand_worked_example():
     # gains [1, 3, 0], cutoff K = 3, discounts d = [1/log2(2), 1/log2(3), 1/log2(4)] = [1, 0.63093, 0.5]
     # IDCG = 3*1 + 1*0.63093 + 0*0.5 = 3.63093
