@@ -1,0 +1,142 @@
+"""``flexrec::decode_step``: one fused step of constrained permutation decoding.
+
+The candidate-restricted head, the remaining-pool mask, the temperature, Gumbel-max sampling and
+the log-prob in one kernel, without ever building the (B, V) logits: exactly what
+``candidate_logits`` followed by ``pool_sample`` returns. Not differentiable (sampling); training
+recomputes log-probs with ``candidate_logits`` and ``permutation_logprob``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from flexrec import backend
+from flexrec.ops import _checks, reference
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+@torch.library.custom_op("flexrec::decode_step", mutates_args=())
+def _decode_step(
+    hidden: Tensor,
+    weight: Tensor,
+    cand_ids: Tensor,
+    used: Tensor,
+    gumbel: Optional[Tensor],
+    temperature: float,
+    bias: Optional[Tensor],
+) -> tuple[Tensor, Tensor, Tensor]:
+    return reference.decode_step(hidden, weight, cand_ids, used, gumbel, temperature, bias)
+
+
+@_decode_step.register_fake
+def _(hidden, weight, cand_ids, used, gumbel, temperature, bias):
+    torch._check(hidden.dim() == 2 and weight.dim() == 2, lambda: "hidden (B, H), weight (V, H)")
+    torch._check(cand_ids.dim() == 2, lambda: "cand_ids must be (B, K)")
+    torch._check(used.shape == cand_ids.shape, lambda: "used must have the shape of cand_ids")
+    B = hidden.shape[0]
+    lp_dtype = torch.float32 if hidden.dtype in _HALF else hidden.dtype
+    index = hidden.new_empty((B,), dtype=torch.int64)
+    logprob = hidden.new_empty((B,), dtype=lp_dtype)
+    return index, logprob, torch.empty_like(used)
+
+
+def _compiled(hidden, weight, cand_ids, used, gumbel, temperature, bias):
+    return torch.ops.flexrec_C.decode_step(hidden, weight, cand_ids, used, gumbel, temperature, bias)
+
+
+backend.register(
+    _decode_step,
+    "decode_step",
+    {
+        "c": {"cpu": _compiled},
+        "cuda": {"cuda": _compiled},
+        "triton": {
+            "cuda": "flexrec.kernels.decode_step:decode_step",
+            "cpu": "flexrec.kernels.decode_step:decode_step",
+        },
+    },
+)
+
+
+def decode_step(
+    hidden: Tensor,
+    weight: Tensor,
+    cand_ids: Tensor,
+    used: Tensor,
+    gumbel: Optional[Tensor] = None,
+    temperature: float = 1.0,
+    bias: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of decoding a ranking: score the K candidates, mask the used ones, pick one.
+
+    Equal to ``pool_sample(candidate_logits(hidden, weight, cand_ids, bias), used, gumbel,
+    temperature)``, in one launch and without a (B, V) tensor: logits[b, k] = hidden[b] .
+    weight[cand_ids[b, k]] (+ bias[cand_ids[b, k]]), then the argmax of logits / T (+ gumbel)
+    over the unused candidates (lowest index on ties) and its log-softmax over them. Pass
+    standard Gumbel noise (``-torch.log(-torch.log(torch.rand(B, K)))``) to sample, None for
+    greedy decoding.
+
+    Returns ``(index, logprob, used_out)``: the chosen candidate (a position in 0..K-1, not a
+    token id: the token is ``cand_ids[b, index[b]]``), its log-prob, and ``used`` with it marked
+    (a new tensor).
+
+    Shapes:
+        hidden (B, H), weight (V, H), cand_ids (B, K) int64 (distinct within a row),
+        used (B, K) bool (at least one False per row), gumbel (B, K) or None, bias (V,) or None
+        -> index (B,) int64, logprob (B,) (float32 for half/bfloat16 inputs, else hidden's
+        dtype), used_out (B, K) bool.
+    """
+    _checks.check_2d("hidden", hidden, "(B, H)")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
+        raise ValueError(
+            f"weight must be (V, H) with H = hidden.shape[1] = {hidden.shape[1]}, "
+            f"got {tuple(weight.shape)}"
+        )
+    _checks.check_2d("cand_ids", cand_ids, "(B, K)")
+    if cand_ids.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"cand_ids has {cand_ids.shape[0]} rows but hidden has {hidden.shape[0]}; one row of "
+            "candidate ids per hidden state"
+        )
+    _checks.check_float("hidden", hidden)
+    _checks.check_float("weight", weight)
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"hidden is {hidden.dtype} but weight is {weight.dtype}; cast one of them")
+    _checks.check_int64("cand_ids", cand_ids)
+    _checks.check_bool("used", used)
+    _checks.check_same_shape("used", used, "cand_ids", cand_ids)
+    named = [("hidden", hidden), ("weight", weight), ("cand_ids", cand_ids), ("used", used)]
+    if gumbel is not None:
+        _checks.check_float("gumbel", gumbel)
+        _checks.check_same_shape("gumbel", gumbel, "cand_ids", cand_ids)
+        named.append(("gumbel", gumbel))
+        gumbel = gumbel.contiguous()
+    if bias is not None:
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must be (V,) = ({weight.shape[0]},), got {tuple(bias.shape)}")
+        if bias.dtype != weight.dtype:
+            raise TypeError(f"bias is {bias.dtype} but weight is {weight.dtype}; cast one of them")
+        named.append(("bias", bias))
+        bias = bias.contiguous()
+    _checks.check_same_device(*named)
+    _checks.check_temperature(temperature)
+    _checks.check_ids("cand_ids", cand_ids, weight.shape[0])
+    if not _checks._is_fake(used) and bool(used.all(dim=-1).any()):
+        row = int(used.all(dim=-1).nonzero()[0, 0])
+        raise ValueError(
+            f"decode_step: row {row} has no allowed candidate (every entry of used is True); "
+            "a permutation of K candidates takes exactly K steps"
+        )
+    return _decode_step(
+        hidden.contiguous(),
+        weight.contiguous(),
+        cand_ids.contiguous(),
+        used.contiguous(),
+        gumbel,
+        float(temperature),
+        bias,
+    )
