@@ -178,6 +178,7 @@ class DataSpec:
     observe_fraction: float = 0.1
     needs: str = "all"
     split: str = "test"
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)  # the trainer's train/val/test users
     max_users: Optional[int] = None
     heldout_instructions: bool = False
 
@@ -208,9 +209,9 @@ def load_examples(spec: DataSpec, data=None):
 
     data = load_data(spec) if data is None else data
     examples = build_examples(data, needs=need_names(spec.needs), split=spec.split, K=spec.num_candidates,
-                              seed=spec.seed, max_users=spec.max_users,
+                              seed=spec.seed, max_users=spec.max_users, split_fractions=spec.split_fractions,
                               heldout_instructions=spec.heldout_instructions)
-    return data, examples, split_users(data, seed=spec.seed)["train"]
+    return data, examples, split_users(data, spec.split_fractions, seed=spec.seed)["train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gain", default="linear", choices=("linear", "exp"))
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: see TrainConfig.threads)")
     p.add_argument("--json", default=None, help="also write the results here")
     return p
 
@@ -249,6 +251,8 @@ def resolve_spec(args, run_config: Optional[dict] = None) -> DataSpec:
 
 def main(argv: Optional[list[str]] = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if args.baseline:
         from flexrec.baselines import make_baseline
 

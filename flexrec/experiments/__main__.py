@@ -1,0 +1,62 @@
+"""python -m flexrec.experiments NAME [--size quick|full] [--seeds N] [--model ...] [--data synthetic|ml-100k]"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Optional
+
+from flexrec.experiments import EXPERIMENTS
+from flexrec.experiments.report import write_report
+from flexrec.experiments.runner import SIZES, run_experiment
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m flexrec.experiments",
+                                description="Run one of the paper-style experiments and write results/NAME.md.")
+    p.add_argument("name", choices=sorted(EXPERIMENTS))
+    p.add_argument("--size", default="quick", choices=[s for s in SIZES if s != "smoke"] + ["smoke"],
+                   help="quick: CPU, tiny model, minutes; full: a GPU run (smoke: tests only)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (each its own world, split and runs)")
+    p.add_argument("--model", default="tiny", help="tiny | smollm2-135m | a local Hugging Face model directory")
+    p.add_argument("--data", default="synthetic", help="synthetic | ml-100k")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="results", help="where NAME.md, NAME.json and the plots go")
+    p.add_argument("--runs", default="runs/experiments", help="where the training runs go (reused if identical)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a TrainConfig field for every run, e.g. --set rl_steps=100 (repeatable)")
+    return p
+
+
+def parse_sets(items: list[str]) -> dict:
+    from flexrec.config import TrainConfig, _field_type
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in fields:
+            raise SystemExit(f"--set {item}: unknown TrainConfig field {key!r}")
+        t = _field_type(fields[key])
+        out[key] = value.lower() in ("1", "true", "yes") if t is bool else t(value)
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    exp = EXPERIMENTS[args.name]
+    out = run_experiment(exp, args.size, args.seeds, args.model, args.data, args.device, args.runs,
+                         extra=parse_sets(args.set), log=lambda s: print(s, flush=True))
+    command = "python -m flexrec.experiments " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    md = write_report(exp, out, args.out, command, args.seeds, args.size, args.n_boot)
+    print(md.read_text())
+    print(f"wrote {md}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

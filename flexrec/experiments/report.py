@@ -1,0 +1,154 @@
+"""Writing an experiment's results: `results/NAME.md`, `results/NAME.json` and small PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flexrec.eval import METRICS
+from flexrec.experiments.runner import Experiment, paired_delta
+
+NAMES = {"ndcg@5": "NDCG@5", "ndcg@10": "NDCG@10", "ndcg@30": "NDCG@30", "recall@5": "Recall@5", "mrr@5": "MRR@5"}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores{gpu}, torch {torch.__version__}"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, seeds: int, size: str,
+                 n_boot: int = 1000) -> Path:
+    """Write the markdown report, its JSON twin and the plots; returns the markdown path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cells = out["cells"]
+    base = {k: v for k, v in out["base"].items() if k not in ("progress",)}
+    lines = [f"# {exp.title}", "", exp.description, "",
+             f"- command: `{command}`",
+             f"- size `{size}`, {seeds} seed(s) (each seed: its own world, split, pools and training run)",
+             f"- settings: `{json.dumps(base, sort_keys=True)}`",
+             f"- machine: {machine()}; wall time {out['seconds'] / 60:.1f} min",
+             "- every number is the mean over test users (pooled over seeds) on the TRUE labels, with a 95% "
+             "bootstrap interval over users stratified by seed; `seed sd` is the standard deviation of the "
+             "per-seed NDCG@5 means.", ""]
+    summary: dict = {}
+    for setting, by_eval in cells.items():
+        for ev, by_method in by_eval.items():
+            heading = f"{setting} — {ev}" if len(by_eval) > 1 else setting
+            lines += [f"## {heading}", ""]
+            needs = list(next(iter(by_method.values())).values)
+            for need in needs:
+                lines += [f"### {need}", "",
+                          "| method | " + " | ".join(NAMES[m] for m in METRICS) + " | seed sd | n |",
+                          "|---|" + "---|" * (len(METRICS) + 2)]
+                for method, cell in by_method.items():
+                    ivs = {m: cell.interval(need, m, n_boot) for m in METRICS}
+                    summary.setdefault(setting, {}).setdefault(ev, {}).setdefault(need, {})[method] = {
+                        **{m: iv.as_dict() for m, iv in ivs.items()}, "seed_sd_ndcg@5": cell.seed_std(need)}
+                    lines.append(f"| {method} | " + " | ".join(str(ivs[m]) for m in METRICS)
+                                 + f" | {cell.seed_std(need):.3f} | {ivs['ndcg@5'].n} |")
+                lines.append("")
+            lines += _deltas(exp, by_method, needs, n_boot, summary.setdefault(setting, {}).setdefault(ev, {}))
+            png = out_dir / f"{exp.name}-{_slug(heading)}.png"
+            _bars(by_method, needs, f"{exp.name}: {heading}", png)
+            lines += [f"![NDCG@5 per need]({png.name})", ""]
+    if exp.curves:
+        lines += _stability(exp, out["curves"], out_dir, summary)
+    md = out_dir / f"{exp.name}.md"
+    md.write_text("\n".join(lines) + "\n")
+    (out_dir / f"{exp.name}.json").write_text(json.dumps(
+        {"experiment": exp.name, "command": command, "size": size, "seeds": seeds, "settings": base,
+         "machine": machine(), "seconds": out["seconds"], "results": summary}, indent=1, default=str) + "\n")
+    return md
+
+
+def _deltas(exp: Experiment, by_method: dict, needs: list[str], n_boot: int, summary: dict) -> list[str]:
+    """Paired NDCG@5 differences of the reference method against each comparison."""
+    ref, others = exp.compare
+    others = [o for o in others if o in by_method]
+    if ref not in by_method or not others:
+        return []
+    lines = [f"Paired difference in NDCG@5, `{ref}` minus each (same pools; an interval above 0 means "
+             f"`{ref}` is better):", "", "| need | " + " | ".join(others) + " |", "|---|" + "---|" * len(others)]
+    for need in needs:
+        ivs = [paired_delta(by_method[ref], by_method[o], need, "ndcg@5", n_boot) for o in others]
+        summary.setdefault("deltas", {})[need] = {o: iv.as_dict() for o, iv in zip(others, ivs)}
+        lines.append(f"| {need} | " + " | ".join(f"{iv.mean:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]" for iv in ivs) + " |")
+    return lines + [""]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bars(by_method: dict, needs: list[str], title: str, path: Path) -> None:
+    """Grouped bars of NDCG@5 per need and method, with the 95% intervals as error bars."""
+    plt = _plt()
+    methods = list(by_method)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(needs) * len(methods) / 3), 3.2), dpi=80)
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        ivs = [by_method[method].interval(need, "ndcg@5", 300) for need in needs]
+        x = np.arange(len(needs)) + (i - (len(methods) - 1) / 2) * width
+        ax.bar(x, [iv.mean for iv in ivs], width, label=method,
+               yerr=[[iv.mean - iv.lo for iv in ivs], [iv.hi - iv.mean for iv in ivs]], capsize=2)
+    ax.set_xticks(np.arange(len(needs)), needs, fontsize=8)
+    ax.set_ylabel("NDCG@5")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _stability(exp: Experiment, curves: dict, out_dir: Path, summary: dict) -> list[str]:
+    """Reward curves across seeds, and their spread: the training-stability part of reward-source."""
+    plt = _plt()
+    lines = ["## Training stability", "",
+             "Sequence NDCG@5 of the RL rollouts under the filled labels (`rl/reward` in metrics.jsonl), "
+             "per step. `across-seed sd` is the standard deviation across seeds at each step, averaged over "
+             "steps; `step-to-step sd` is the standard deviation of the step-to-step change, averaged over seeds.",
+             "", "| method | final reward (mean over seeds) | across-seed sd | step-to-step sd | seeds |", "|---|---|---|---|---|"]
+    for setting, by_method in curves.items():
+        fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=80)
+        for method, runs in by_method.items():
+            runs = [r for r in runs if len(r[1])]
+            if not runs:
+                continue
+            n = min(len(r[1]) for r in runs)
+            steps, ys = runs[0][0][:n], np.stack([r[1][:n] for r in runs])
+            across = float(ys.std(0, ddof=1).mean()) if len(runs) > 1 else 0.0
+            jitter = float(np.mean([np.diff(y).std() for y in ys])) if n > 2 else 0.0
+            final = float(ys[:, -max(1, n // 10):].mean())
+            summary.setdefault("stability", {})[method] = {"final": final, "across_seed_sd": across,
+                                                           "step_sd": jitter, "seeds": len(runs)}
+            lines.append(f"| {method} | {final:.3f} | {across:.3f} | {jitter:.3f} | {len(runs)} |")
+            mean = ys.mean(0)
+            ax.plot(steps, mean, label=method, lw=1)
+            if len(runs) > 1:
+                ax.fill_between(steps, mean - ys.std(0), mean + ys.std(0), alpha=0.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel("rollout NDCG@5 (filled labels)")
+        ax.set_title(f"{exp.name}: RL reward, mean ± sd over seeds", fontsize=9)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        png = out_dir / f"{exp.name}-curves-{_slug(setting)}.png"
+        fig.savefig(png)
+        plt.close(fig)
+        lines += ["", f"![reward curves]({png.name})", ""]
+    return lines

@@ -1,0 +1,184 @@
+"""Running an experiment: settings x methods x seeds -> per-user metrics on the true labels.
+
+An `Experiment` is a list of `Setting`s (what the LLM is trained on, e.g. one need or all needs),
+a list of `Method`s (a traditional baseline, the untrained policy, SFT, or SFT + RL with some reward
+form / reward source), and the evaluations to run (training or held-out paraphrases). For each seed
+and setting:
+- one SFT-only run per label source (imputer) is trained; every RL method continues it through
+  `adapters.fork_run` (same warm start, critic fill and random streams as a from-scratch run);
+- the untrained policy is that run's initial policy; baselines are fitted on the same observed data;
+- every method ranks the same test pools (the trainer's test users) and is scored on true labels.
+Per-user values are kept, so intervals are bootstrapped over users (stratified by seed) and
+differences between methods are paired.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from flexrec.eval import METRICS, Interval, bootstrap_ci, load_examples, per_user_values, rank_all
+
+
+@dataclass
+class Method:
+    """One row of a results table.
+
+    kind: "baseline" (a `flexrec.baselines` model named by `baseline`), "untrained", "sft", or "rl";
+    overrides: TrainConfig fields for this method's runs (e.g. reward_mode, imputer).
+    """
+
+    label: str
+    kind: str
+    overrides: dict = field(default_factory=dict)
+    baseline: str = ""
+
+
+@dataclass
+class Setting:
+    """What the policy is trained on, and which needs are evaluated."""
+
+    label: str
+    overrides: dict  # TrainConfig fields, e.g. {"need": "maximize_interest"}
+    eval_needs: str = "all"
+
+
+@dataclass
+class Evaluation:
+    label: str
+    heldout_instructions: bool = False
+
+
+@dataclass
+class Experiment:
+    name: str
+    title: str
+    description: str
+    settings: list[Setting]
+    methods: list[Method]
+    evaluations: list[Evaluation] = field(default_factory=lambda: [Evaluation("training paraphrases")])
+    compare: tuple[str, list[str]] = ("FlexRec", ["SFT", "GRPO seq-NDCG (Rec-R1-like)"])  # paired deltas
+    curves: bool = False  # plot the RL reward curves across seeds (training stability)
+
+
+# Sizes: TrainConfig overrides. "smoke" is for the test suite only (seconds, meaningless numbers).
+SIZES = {
+    "smoke": dict(world_users=60, world_items=80, sft_steps=3, rl_steps=2, prompts_per_step=2, group_size=2,
+                  batch_size=4, critic_epochs=2, critic_ensemble=1, eval_every=1000, save_every=1000),
+    "quick": dict(sft_steps=60, rl_steps=40, eval_every=1000, save_every=1000),
+    "full": dict(world_users=1000, world_items=400, num_candidates=20, sft_steps=300, rl_steps=300,
+                 eval_every=50, save_every=100),
+}
+BASELINE_OPTIONS = {"smoke": {"bpr": {"epochs": 2}, "sasrec": {"epochs": 2}}}
+
+
+@dataclass
+class Cell:
+    """Per-user values of one (setting, evaluation, method), pooled over seeds.
+
+    values: {need: {metric: (N,) float64}}; strata: {need: (N,) seed of each value}.
+    """
+
+    values: dict = field(default_factory=dict)
+    strata: dict = field(default_factory=dict)
+
+    def add(self, seed: int, per_user: dict) -> None:
+        for need, v in per_user.items():
+            row = self.values.setdefault(need, {m: np.zeros(0) for m in METRICS})
+            for m in METRICS:
+                row[m] = np.concatenate([row[m], v[m]])
+            self.strata[need] = np.concatenate([self.strata.get(need, np.zeros(0, int)), np.full(len(v[m]), seed)])
+
+    def interval(self, need: str, metric: str, n_boot: int = 1000) -> Interval:
+        return bootstrap_ci(self.values[need][metric], n_boot, strata=self.strata[need])
+
+    def seed_std(self, need: str, metric: str = "ndcg@5") -> float:
+        """Standard deviation over seeds of the per-seed mean (0 with one seed)."""
+        v, s = self.values[need][metric], self.strata[need]
+        means = [v[s == k].mean() for k in np.unique(s)]
+        return float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
+
+
+def paired_delta(a: Cell, b: Cell, need: str, metric: str = "ndcg@5", n_boot: int = 1000) -> Interval:
+    """Mean of a - b over the same (seed, user) pools, with a stratified bootstrap interval."""
+    diff = a.values[need][metric] - b.values[need][metric]
+    return bootstrap_ci(diff, n_boot, strata=a.strata[need])
+
+
+def train_cfg(base: dict, *overrides: dict):
+    from flexrec.config import TrainConfig
+
+    values = dict(base)
+    for o in overrides:
+        values.update(o)
+    return TrainConfig(**values)
+
+
+def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: str = "tiny",
+                   data: str = "synthetic", device: str = "auto", runs_root: str = "runs/experiments",
+                   extra: Optional[dict] = None, log: Callable[[str], None] = print) -> dict:
+    """Train and evaluate everything; returns {setting: {evaluation: {method: Cell}}} and curves.
+
+    Result: {"cells": that dict, "curves": {setting: {method: [(steps, rewards) per seed]}}, "seconds": float}.
+    """
+    from flexrec.baselines import make_baseline
+    from flexrec.experiments import adapters
+
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; use one of {', '.join(SIZES)}")
+    torch.set_num_threads(1)  # see TrainConfig.threads: 2 OpenMP threads on a shared 2-core box are 10x slower
+    base = dict(SIZES[size], model=model, data=data, device=device, progress=False, **(extra or {}))
+    cells = {s.label: {e.label: {m.label: Cell() for m in exp.methods} for e in exp.evaluations} for s in exp.settings}
+    curves = {s.label: {m.label: [] for m in exp.methods if m.kind == "rl"} for s in exp.settings}
+    start = time.time()
+    for seed in range(seeds):
+        for setting in exp.settings:
+            root = Path(runs_root) / exp.name / setting.label.replace(" ", "_") / f"seed{seed}"
+            common = dict(base, seed=seed, eval_needs=setting.eval_needs, **setting.overrides)
+            cfg0 = train_cfg(common, dict(rl_steps=0))
+            examples = {}
+            for ev in exp.evaluations:
+                spec = adapters.eval_spec(cfg0, heldout_instructions=ev.heldout_instructions, needs=setting.eval_needs)
+                world, examples[ev.label], train_users = load_examples(spec)
+            sft_runs: dict[str, Path] = {}
+
+            def sft_run(imputer: str) -> Path:
+                if imputer not in sft_runs:
+                    cfg = train_cfg(common, dict(rl_steps=0, imputer=imputer, out=str(root / f"sft-{imputer}")))
+                    log(f"[{exp.name}] seed {seed} {setting.label}: SFT ({imputer})")
+                    sft_runs[imputer] = adapters.train_run(cfg)
+                return sft_runs[imputer]
+
+            for method in exp.methods:
+                imputer = method.overrides.get("imputer", common.get("imputer", "critic"))
+                if method.kind == "baseline":
+                    opts = BASELINE_OPTIONS.get(size, {}).get(method.baseline, {})
+                    ranker = make_baseline(method.baseline, world, train_users, seed=seed, **opts)
+                elif method.kind in ("untrained", "sft"):
+                    ranker = adapters.load_checkpoint_ranker(sft_run(imputer), untrained=method.kind == "untrained",
+                                                             device=device)
+                elif method.kind == "rl":
+                    parent = sft_run(imputer)
+                    slug = re.sub(r"[^a-z0-9]+", "-", method.label.lower()).strip("-")
+                    cfg = train_cfg(common, dict(imputer=imputer, out=str(root / slug)), method.overrides)
+                    log(f"[{exp.name}] seed {seed} {setting.label}: {method.label}")
+                    run = adapters.fork_run(parent, cfg) if cfg.sft_steps else adapters.train_run(cfg)
+                    curves[setting.label][method.label].append(adapters.reward_curve(run))
+                    ranker = adapters.load_checkpoint_ranker(run, device=device)
+                else:
+                    raise ValueError(f"unknown method kind {method.kind!r}")
+                for ev in exp.evaluations:
+                    perm = rank_all(ranker, examples[ev.label], batch_size=32)
+                    cells[setting.label][ev.label][method.label].add(seed, per_user_values(examples[ev.label], perm))
+    return {"cells": cells, "curves": curves, "seconds": time.time() - start, "base": base}
+
+
+def with_overrides(method: Method, **overrides) -> Method:
+    return dataclasses.replace(method, overrides=dict(method.overrides, **overrides))

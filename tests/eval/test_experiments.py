@@ -1,0 +1,84 @@
+"""flexrec.experiments: registry checks, and a smoke run of the whole pipeline (train -> reload -> eval -> report)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from flexrec.config import IMPUTERS, REWARD_MODES
+from flexrec.eval import DataSpec
+from flexrec.experiments import EXPERIMENTS, Experiment, Method, Setting
+from flexrec.experiments.__main__ import parse_sets
+
+
+def test_every_experiment_is_well_formed():
+    assert set(EXPERIMENTS) == {"single-need", "joint", "generalization", "reward-form", "reward-source"}
+    for exp in EXPERIMENTS.values():
+        labels = [m.label for m in exp.methods]
+        assert len(labels) == len(set(labels)), exp.name
+        for m in exp.methods:
+            assert m.kind in ("baseline", "untrained", "sft", "rl")
+            assert m.overrides.get("reward_mode", "flexrec") in REWARD_MODES
+            assert m.overrides.get("imputer", "critic") in IMPUTERS
+        ref, others = exp.compare
+        assert ref in labels and set(others) <= set(labels), exp.name
+
+
+def test_eval_uses_the_trainers_splits():
+    SPLITS = pytest.importorskip("flexrec.train").SPLITS
+
+    assert tuple(DataSpec().split_fractions) == tuple(SPLITS)
+
+
+def test_parse_sets():
+    assert parse_sets(["rl_steps=7", "trend-tags=false", "lr=0.5"]) == {"rl_steps": 7, "trend_tags": False, "lr": 0.5}
+    with pytest.raises(SystemExit, match="unknown TrainConfig field"):
+        parse_sets(["nope=1"])
+
+
+@pytest.mark.slow
+def test_smoke_experiment_end_to_end(tmp_path, capsys):
+    """~30 s on a shared 2-core CPU: 1 seed, SFT + two RL forks + a from-scratch twin, on a 60-user world."""
+    pytest.importorskip("flexrec.train")
+    from flexrec.experiments import adapters
+    from flexrec.experiments.report import write_report
+    from flexrec.experiments.runner import SIZES, run_experiment, train_cfg
+    from flexrec import eval as ev
+
+    exp = Experiment(
+        "smoke", "Smoke", "A tiny run of every kind of method.", [Setting("all needs", {"need": "all"})],
+        [Method("popularity", "baseline", baseline="popularity"), Method("untrained", "untrained"),
+         Method("SFT", "sft"), Method("seq", "rl", {"reward_mode": "seq"}), Method("FlexRec", "rl")],
+        compare=("FlexRec", ["SFT", "seq"]), curves=True)
+    out = run_experiment(exp, "smoke", seeds=1, runs_root=str(tmp_path / "runs"), device="cpu", log=lambda s: None)
+    md = write_report(exp, out, tmp_path / "results", "pytest", 1, "smoke", n_boot=100)
+    text = md.read_text()
+    assert "### maximize_interest" in text and "| FlexRec |" in text and "Paired difference" in text
+    assert "Training stability" in text
+    pngs = sorted(p.name for p in (tmp_path / "results").glob("*.png"))
+    assert pngs == ["smoke-all-needs.png", "smoke-curves-all-needs.png"]
+    saved = json.loads((tmp_path / "results" / "smoke.json").read_text())
+    cells = out["cells"]["all needs"]["training paraphrases"]
+
+    # The reloaded checkpoint ranks exactly as the trainer's own final evaluation did (adapter drift check).
+    run = tmp_path / "runs" / "smoke" / "all_needs" / "seed0" / "flexrec"
+    trainer = json.loads((run / "results.json").read_text())
+    for need, r in trainer["rl"].items():
+        assert cells["FlexRec"].values[need]["ndcg@5"].mean() == pytest.approx(r["ndcg@5"], abs=1e-9)
+        assert saved["results"]["all needs"]["training paraphrases"][need]["FlexRec"]["ndcg@5"]["n"] == r["n"]
+    for need, r in trainer["untrained"].items():
+        assert cells["untrained"].values[need]["ndcg@5"].mean() == pytest.approx(r["ndcg@5"], abs=1e-9)
+
+    # Forking the SFT run reaches the same policy as training the same config from scratch.
+    cfg = adapters.train_config(adapters.read_run_config(run))
+    twin = adapters.train_run(train_cfg(vars(cfg), dict(out=str(tmp_path / "twin"), resume="")))
+    assert json.loads((twin / "results.json").read_text())["rl"] == trainer["rl"]
+
+    # python -m flexrec.eval --checkpoint on the same run prints the same numbers.
+    report = ev.main(["--checkpoint", str(run), "--n-boot", "50"])
+    for need, r in trainer["rl"].items():
+        assert report["results"][need]["ndcg@5"]["mean"] == pytest.approx(r["ndcg@5"], abs=1e-9)
+    assert "FlexRec" not in capsys.readouterr().out  # the CLI names the checkpoint, not a label
+
+    steps, rewards = adapters.reward_curve(run)
+    assert len(steps) == SIZES["smoke"]["rl_steps"] and np.isfinite(rewards).all()
