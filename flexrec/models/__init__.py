@@ -12,15 +12,11 @@ from typing import Callable, Optional
 
 import torch
 
+from flexrec.data.tokens import add_slot_tokens
 from flexrec.models.policy import RankingPolicy, Rollout, left_pad
 from flexrec.models.presets import PRESETS, build_smollm2, build_tiny, check_model_spec, load_pretrained
 
-__all__ = ["RankingPolicy", "Rollout", "left_pad", "PRESETS", "check_model_spec", "load_policy", "slot_token"]
-
-
-def slot_token(i: int) -> str:
-    """The token that names candidate i in a prompt."""
-    return f"<c{i}>"
+__all__ = ["RankingPolicy", "Rollout", "left_pad", "PRESETS", "check_model_spec", "load_policy"]
 
 
 def attention_implementation() -> str:
@@ -28,15 +24,6 @@ def attention_implementation() -> str:
     if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
     return "sdpa"
-
-
-def _ensure_slot_tokens(tokenizer, num_slots: int) -> list[int]:
-    missing = [slot_token(i) for i in range(num_slots) if slot_token(i) not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
-    ids = tokenizer.convert_tokens_to_ids([slot_token(i) for i in range(num_slots)])
-    assert len(set(ids)) == num_slots, "slot tokens must be distinct single tokens"
-    return ids
 
 
 def load_policy(
@@ -65,7 +52,7 @@ def load_policy(
         if tokenizer_factory is None:
             raise ValueError("the tiny preset needs a tokenizer trained on the data (tokenizer_factory)")
         tok = tokenizer_factory()
-        _ensure_slot_tokens(tok, num_slots)
+        add_slot_tokens(tok, None, num_slots)  # in the vocabulary before the model is sized
         model, tok = build_tiny(tok, seed=seed, cache_dir=cache_dir, **(tiny_overrides or {}))
     elif spec == "smollm2-135m":
         model, tok = build_smollm2(cache_dir)
@@ -73,10 +60,7 @@ def load_policy(
         model, tok = load_pretrained(spec)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    before = len(tok)
-    slot_ids = _ensure_slot_tokens(tok, num_slots)
-    if len(tok) > model.get_input_embeddings().weight.shape[0] or len(tok) != before:
-        model.resize_token_embeddings(len(tok), mean_resizing=False)
+    slot_ids = add_slot_tokens(tok, model, num_slots, seed=seed)  # resizes and initialises new rows
     model.set_attn_implementation(attention_implementation())
     on_gpu = str(device).startswith("cuda")
     if on_gpu and torch.cuda.is_bf16_supported():

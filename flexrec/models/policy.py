@@ -73,6 +73,9 @@ class RankingPolicy(nn.Module):
         self.register_buffer("slot_ids", torch.tensor(slot_token_ids, dtype=torch.long), persistent=False)
         self.pad_token_id = int(pad_token_id)
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
     # The pieces of the LM we use: the backbone (hidden states, no vocabulary head) and the output
     # embedding's rows for the slot tokens.
     def _base(self) -> nn.Module:
@@ -148,28 +151,57 @@ class RankingPolicy(nn.Module):
         return Rollout(perm.view(B, G, K), logprob.view(B, G, K))
 
     def step_logits(self, input_ids: Tensor, attention_mask: Tensor, perm: Tensor) -> Tensor:
-        """Teacher-forced candidate logits at the K decision positions.
+        """Teacher-forced candidate logits at the K decision positions of G lists per prompt.
 
-        The sequence is prompt + slot tokens of perm[:, :K-1]; the hidden state before each slot
-        token (the prompt's last token for step 0) scores the K candidates.
+        Each list's sequence is prompt + slot tokens of perm[:K-1]; the hidden state before each
+        slot token (the prompt's last token for step 0) scores the K candidates. The prompt is run
+        once and its KV cache repeated for the G lists, exactly as ``rank`` does (G times less
+        prompt compute); with gradient checkpointing, which cannot keep a cache, the prompt is
+        repeated instead.
 
-        Shapes: input_ids (N, T), attention_mask (N, T), perm (N, K) -> (N, K, K) float32.
+        Shapes: input_ids (B, T), attention_mask (B, T), perm (B, G, K) -> (B, G, K, K) float32.
         """
-        N, K = perm.shape
+        B, G, K = perm.shape
+        N = B * G
         ids, mask = left_pad(input_ids, attention_mask, self.pad_token_id)
-        T = ids.shape[1]
-        full_ids = torch.cat([ids, self.slot_ids[perm[:, : K - 1]]], 1)
-        full_mask = torch.cat([mask, mask.new_ones(N, K - 1)], 1)
-        out = self._backbone()(input_ids=full_ids, attention_mask=full_mask, position_ids=_positions(full_mask))
-        hidden = out.last_hidden_state[:, T - 1 :]  # (N, K, H)
-        return self._slot_logits(hidden.reshape(N * K, -1), K).view(N, K, K)
+        backbone = self._backbone()
+        flat = perm.reshape(N, K)
+        cont = self.slot_ids[flat[:, : K - 1]]  # (N, K-1)
+        if getattr(self._base(), "is_gradient_checkpointing", False) and self.training:
+            ids, mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)
+            full_mask = torch.cat([mask, mask.new_ones(N, K - 1)], 1)
+            out = backbone(
+                input_ids=torch.cat([ids, cont], 1), attention_mask=full_mask, position_ids=_positions(full_mask)
+            )
+            hidden = out.last_hidden_state[:, ids.shape[1] - 1 :]  # (N, K, H)
+        else:
+            out = backbone(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
+            cache, first = _cache_of(out), out.last_hidden_state[:, -1:]  # (B, 1, H)
+            if G > 1:
+                cache.batch_repeat_interleave(G)
+                mask, first = mask.repeat_interleave(G, 0), first.repeat_interleave(G, 0)
+            hidden = first
+            if K > 1:
+                start = mask.sum(-1, keepdim=True)
+                out = backbone(
+                    input_ids=cont,
+                    attention_mask=torch.cat([mask, mask.new_ones(N, K - 1)], 1),
+                    position_ids=start + torch.arange(K - 1, device=start.device)[None],
+                    use_cache=True,
+                    **{_cache_kwarg(backbone): cache},
+                )
+                hidden = torch.cat([first, out.last_hidden_state], 1)  # (N, K, H)
+        return self._slot_logits(hidden.reshape(N * K, -1), K).view(B, G, K, K)
 
     def logprobs(
         self, input_ids: Tensor, attention_mask: Tensor, perm: Tensor, temperature: float = 1.0
     ) -> tuple[Tensor, Tensor]:
         """Step log-probs and entropies of given permutations (Plackett-Luce, remaining-pool mask).
 
-        Shapes: input_ids (N, T), attention_mask (N, T), perm (N, K) -> logprob (N, K), entropy (N, K).
+        Shapes: input_ids (B, T), attention_mask (B, T), perm (B, G, K)
+                -> logprob (B, G, K), entropy (B, G, K).
         """
-        logits = self.step_logits(input_ids, attention_mask, perm)
-        return permutation_logprob(logits, perm, temperature)
+        B, G, K = perm.shape
+        logits = self.step_logits(input_ids, attention_mask, perm).reshape(B * G, K, K)
+        logprob, entropy = permutation_logprob(logits, perm.reshape(B * G, K), temperature)
+        return logprob.view(B, G, K), entropy.view(B, G, K)

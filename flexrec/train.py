@@ -1,0 +1,293 @@
+"""``python -m flexrec.train``: SFT warm start, then uncertainty-aware GRPO with item-level rewards.
+
+Reads top to bottom: settings -> data -> policy -> critic fill -> [SFT step | RL step: rollout ->
+critic-filled gains -> swap rewards -> uncertainty-scaled advantages -> PPO-clip loss -> step] ->
+log / eval / save -> report. The math lives in ``flexrec.rl``, the model in ``flexrec.models``,
+the critic in ``flexrec.critic``; this file only wires them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from flexrec import rl
+from flexrec.config import TrainConfig, need_list, parse_args, to_dict, validate
+from flexrec.critic import build_imputer, calibrate, filled_labels
+from flexrec.data import NEEDS, build_examples, collate, load, split_users
+from flexrec.evaluation import evaluate, policy_ranker, popularity_ranker
+from flexrec.models import check_model_spec, load_policy
+from flexrec.models._ops import swap_reward, swap_reward_var
+from flexrec.prompt_adapter import with_trend_tags
+from flexrec.report import results_table, write_report
+from flexrec.runlog import RunDir, load_checkpoint, rng_state, set_rng_state
+from flexrec.train_setup import make_tokenizer_factory, resolve_device, world_options
+
+# What each --reward-mode means: (swap_reward mode, scale advantages by uncertainty).
+REWARD_MODES = {
+    "flexrec": ("causal", True),
+    "flexrec-nounc": ("causal", False),
+    "seq": ("sequence", False),
+    "rank": ("suffix", False),
+    "independent": ("independent", False),
+    "noncausal": ("noncausal", False),
+}
+SPLITS = (0.7, 0.1, 0.2)  # train / val / test users; a large test split keeps the final table steady
+
+
+def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> dict:
+    """Runs (or resumes) a whole training run; returns {stage: {need: {metric: value}}}."""
+    # ---- 0. settings: everything that can be checked without data or a model fails here ----------
+    resume = load_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None:  # an exact continuation: the run's own settings, in its own directory
+        cfg = dataclasses.replace(TrainConfig(**resume["config"]), resume=cfg.resume, out=cfg.resume)
+    validate(cfg, NEEDS)
+    check_model_spec(cfg.model)
+    device = resolve_device(cfg.device)
+    train_needs, eval_needs = need_list(cfg.need, NEEDS), need_list(cfg.eval_needs or cfg.need, NEEDS)
+    if device.type == "cpu" and cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    K = cfg.num_candidates
+
+    # ---- 1. data ---------------------------------------------------------------------------------
+    data = load(cfg.data, **world_options(cfg))
+    if cfg.trend_tags:
+        data = with_trend_tags(data)
+    longest_history = int(np.diff(data.history_ptr).max())
+    if K > data.n_items - longest_history:
+        raise ValueError(
+            f"--num-candidates {K} is larger than the pool the data allows ({data.n_items} items, "
+            f"histories up to {longest_history}); lower K or use more items"
+        )
+    splits = split_users(data, SPLITS, cfg.seed)
+    examples = {
+        split: build_examples(data, train_needs if split == "train" else eval_needs, split, K, cfg.seed,
+                              split_fractions=SPLITS, max_users=(cfg.eval_users or None) if split != "train" else None)
+        for split in ("train", "val", "test")
+    }
+    train_ex = examples["train"]
+    if not train_ex:
+        raise ValueError(f"no training examples: no training user has {K} eligible items")
+
+    # ---- 2. policy -------------------------------------------------------------------------------
+    policy, tok = load_policy(
+        cfg.model, K, make_tokenizer_factory(data, train_ex, cfg), device, cfg.lora_rank,
+        cfg.gradient_checkpointing, cfg.seed, Path(cfg.cache_dir) if cfg.cache_dir else None,
+        tiny_overrides=dict(hidden_size=cfg.tiny_hidden, num_hidden_layers=cfg.tiny_layers,
+                            intermediate_size=3 * cfg.tiny_hidden),
+    )
+    policy.train()
+    run = RunDir(cfg.out, to_dict(cfg))
+    print("flexrec.train config:\n" + json.dumps(to_dict(cfg), indent=2), flush=True)
+
+    # ---- 3. critic fill: every training pool's labels (observed as-is, the rest imputed) ---------
+    extra_report: list[str] = []
+    if resume is not None:
+        gains_all, gain_var_all = resume["gains"], resume["gain_var"]
+    else:
+        t0 = time.time()
+        imputer = build_imputer(cfg.imputer, data, splits["train"], cfg.critic_ensemble, cfg.critic_epochs,
+                                cfg.critic_hidden, cfg.knn_neighbours, cfg.seed)
+        if cfg.imputer.startswith("critic"):
+            line = calibrate(imputer, data, splits["val"]).line()
+            print(line, flush=True)
+            extra_report.append(line)
+        filled = [filled_labels(data, imputer, ex.user, ex.items, ex.need) for ex in train_ex]
+        gains_all = torch.from_numpy(np.stack([f[0] for f in filled]))
+        gain_var_all = torch.from_numpy(np.stack([f[1] for f in filled]))
+        if cfg.gain == "exp":  # g = 2^l - 1; delta method: Var g ~ (ln 2 * 2^l)^2 Var l
+            gain_var_all = (np.log(2.0) * torch.pow(2.0, gains_all)) ** 2 * gain_var_all
+            gains_all = torch.pow(2.0, gains_all) - 1.0
+        print(f"critic fill ({cfg.imputer}) of {len(train_ex)} pools: {time.time() - t0:.1f}s", flush=True)
+
+    # ---- 4. state: optimiser, reference policy, results; or all of it from the checkpoint --------
+    sample_rng = np.random.default_rng([cfg.seed, 1])
+    gumbel_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    total = cfg.sft_steps + cfg.rl_steps
+    results: dict = {}
+    reference = None
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.sft_lr if cfg.sft_steps else cfg.lr,
+                                  weight_decay=0.0)
+    start = 0
+    if resume is not None:
+        policy.load_state_dict(resume["policy"])
+        start, results = resume["step"], resume["results"]
+        if start > cfg.sft_steps:  # RL had started: its optimiser and reference
+            optimizer = _rl_optimizer(policy, cfg)
+            reference = _frozen_copy(policy, resume["reference"])
+        optimizer.load_state_dict(resume["optimizer"])
+        set_rng_state(resume["rng"], sample_rng, gumbel_gen)
+        run.truncate_metrics(start)
+
+    def evaluate_on(split: str) -> dict:
+        return evaluate(policy_ranker(policy, device), examples[split], tok, data, max_history=cfg.history_max)
+
+    def checkpoint(done: int, rng: dict) -> None:
+        run.save_checkpoint({
+            "config": to_dict(cfg), "step": done, "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
+            "reference": None if reference is None else reference.state_dict(), "results": results, "rng": rng,
+            "gains": gains_all, "gain_var": gain_var_all,
+        })
+
+    # ---- 5. the loop: SFT steps, then RL steps ---------------------------------------------------
+    bar = _progress(cfg, start, total)
+    done, done_rng = start, rng_state(sample_rng, gumbel_gen)
+    try:
+        for step in range(start, total):
+            if step == 0:
+                results["untrained"] = evaluate_on("test")
+                results["popularity"] = evaluate(popularity_ranker(data), examples["test"], tok, data,
+                                                 max_history=cfg.history_max)
+            if step == cfg.sft_steps and cfg.rl_steps:  # the SFT model becomes the RL reference
+                if cfg.sft_steps:
+                    results["sft"] = evaluate_on("test")
+                reference = _frozen_copy(policy)
+                optimizer = _rl_optimizer(policy, cfg)
+            idx = sample_rng.choice(len(train_ex), cfg.batch_size if step < cfg.sft_steps else cfg.prompts_per_step,
+                                    replace=False)
+            batch = collate([train_ex[i] for i in idx], tok, data, max_history=cfg.history_max).to(device)
+            gains, gain_var = gains_all[idx].to(device), gain_var_all[idx].to(device)
+            if step < cfg.sft_steps:
+                logs = sft_step(policy, optimizer, batch, gains, cfg)
+            else:
+                logs = rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg, gumbel_gen)
+            done, done_rng = step + 1, rng_state(sample_rng, gumbel_gen)
+
+            if done % cfg.eval_every == 0 or done == total:
+                for need, r in evaluate_on("val").items():
+                    logs[f"val_ndcg@5/{need}"] = r["ndcg@5"]
+            run.log(done, logs)
+            bar.set_postfix(_postfix(logs), refresh=False)
+            bar.update(1)
+            if done % cfg.save_every == 0:
+                checkpoint(done, done_rng)
+            if on_step is not None:
+                on_step(done)
+    except KeyboardInterrupt:
+        checkpoint(done, done_rng)
+        bar.close()
+        run.close()
+        print(f"\ninterrupted after step {done}; resume with: python -m flexrec.train --resume {run.path}",
+              file=sys.stderr, flush=True)
+        raise
+    bar.close()
+    if cfg.rl_steps:
+        results["rl"] = evaluate_on("test")
+    elif cfg.sft_steps:
+        results["sft"] = evaluate_on("test")
+    checkpoint(total, rng_state(sample_rng, gumbel_gen))
+
+    # ---- 6. report -------------------------------------------------------------------------------
+    report = write_report(run.path, to_dict(cfg), results, run.metrics(), extra_report)
+    (run.path / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    run.close()
+    print("\n" + results_table(results) + f"\n\nreport: {report}", flush=True)
+    return results
+
+
+def sft_step(policy, optimizer, batch, gains: torch.Tensor, cfg: TrainConfig) -> dict:
+    """Teacher-forced NLL of the ranking by the filled labels (ties broken by slot order)."""
+    target = torch.argsort(-gains, dim=-1, stable=True)[:, None]  # (B, 1, K)
+    logprob, entropy = policy.logprobs(batch.input_ids, batch.attention_mask, target, cfg.temperature)
+    loss = rl.sft_loss(logprob[:, 0, :-1])  # the last step is forced (one candidate left)
+    _step(policy, optimizer, loss, cfg)
+    return {"sft/loss": float(loss), "sft/entropy": float(entropy[:, 0, :-1].mean())}
+
+
+def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConfig, gen) -> dict:
+    """One GRPO step: G rollouts per prompt -> item rewards -> advantages -> PPO-clip update.
+
+    Shapes inside: P prompts, G lists, K candidates; gains, gain_var (P, K) by candidate.
+    """
+    P, K, G = gains.shape[0], gains.shape[1], cfg.group_size
+    mode, use_uncertainty = REWARD_MODES[cfg.reward_mode]
+    policy.eval()
+    rollout = policy.rank(batch.input_ids, batch.attention_mask, K, G, temperature=cfg.temperature, generator=gen)
+    policy.train()
+    perm = rollout.perm  # (P, G, K)
+    ranked_gains = gains[:, None, :].expand(P, G, K).gather(-1, perm).reshape(P * G, K)
+    ranked_var = gain_var[:, None, :].expand(P, G, K).gather(-1, perm).reshape(P * G, K)
+    rewards = swap_reward(ranked_gains, cfg.ndcg_cutoff, mode).view(P, G, K)
+    advantages = rl.group_item_advantages(rewards, cfg.adv_delta)
+    if use_uncertainty:
+        reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
+        advantages = advantages * rl.uncertainty_weights(reward_var, cfg.unc_eps, cfg.unc_max_weight)
+    with torch.no_grad():
+        ref_logprob, _ = reference.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
+    decisions = torch.arange(K, device=perm.device) < K - 1  # the last slot is forced
+    mask = decisions.expand(P, G, K)
+    for _ in range(cfg.ppo_epochs):
+        logprob, entropy = policy.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
+        out = rl.ppo_clip_loss(logprob, rollout.logprob, ref_logprob, advantages, entropy, mask, cfg.clip,
+                               cfg.kl_coef, cfg.entropy_coef)
+        _step(policy, optimizer, out.loss, cfg)
+    sequence_ndcg = swap_reward(ranked_gains, 5, "sequence")[:, 0]
+    return {"rl/loss": float(out.loss), "rl/reward": float(sequence_ndcg.mean()), "rl/kl": float(out.kl),
+            "rl/entropy": float(out.entropy), "rl/clip_frac": float(out.clip_frac)}
+
+
+def _step(policy, optimizer, loss: torch.Tensor, cfg: TrainConfig) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {float(loss)}; lower the learning rate")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), cfg.grad_clip)
+    optimizer.step()
+
+
+def _rl_optimizer(policy, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.lr, weight_decay=0.0)
+
+
+def _frozen_copy(policy, state: Optional[dict] = None):
+    ref = copy.deepcopy(policy)
+    if state is not None:
+        ref.load_state_dict(state)
+    ref.eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def _progress(cfg: TrainConfig, start: int, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not cfg.progress, desc="flexrec", dynamic_ncols=True)
+
+
+def _postfix(logs: dict) -> dict:
+    show = {"sft/loss": "loss", "rl/reward": "reward", "rl/kl": "kl"}
+    out = {short: f"{logs[key]:.3f}" for key, short in show.items() if key in logs}
+    ndcg = [v for k, v in logs.items() if k.startswith("val_ndcg@5/")]
+    if ndcg:
+        out["ndcg@5"] = f"{np.mean(ndcg):.3f}"
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    cfg = parse_args(argv)
+    start = time.time()
+    try:
+        train(cfg)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError) as err:
+        print(f"flexrec.train: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wall time {time.time() - start:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
