@@ -1,5 +1,6 @@
-// CPU kernel of flexrec_C::swap_reward: O(K) per row plus the IDCG (common.h: ideal_dcg), instead
-// of the reference's O(K^2) pairwise form, parallel over rows.
+// CPU kernel of flexrec_C::swap_reward: O(K) per row plus the IDCG (common.h: ideal_dcg_rows, a
+// sorting network over tiles of rows), instead of the reference's O(K^2) pairwise form, parallel
+// over rows.
 //
 // For the causal mode, sum_{j>p} (g_p - g_j)(d_p - d_j)
 //   = m g_p d_p - g_p S_d - d_p S_g + S_gd  with m = K-1-p and suffix sums over j > p,
@@ -19,13 +20,10 @@ namespace {
 template <typename scalar_t>
 void swap_reward_row(const scalar_t* g_in, scalar_t* out, int64_t K, const std::vector<double>& d,
                      const std::vector<double>& inv_count, int64_t n, RewardMode mode,
-                     std::vector<double>& g, std::vector<acc_type_t<scalar_t>>& cmp,
-                     std::vector<acc_type_t<scalar_t>>& scratch) {
+                     double idcg, std::vector<double>& g) {
   for (int64_t p = 0; p < K; ++p) {
-    cmp[p] = static_cast<acc_type_t<scalar_t>>(g_in[p]);
-    g[p] = static_cast<double>(cmp[p]);
+    g[p] = static_cast<double>(static_cast<acc_type_t<scalar_t>>(g_in[p]));
   }
-  const double idcg = ideal_dcg(cmp.data(), K, n, d.data(), scratch.data());
   if (!(idcg > 0.0)) {
     for (int64_t p = 0; p < K; ++p) out[p] = scalar_t(0);
     return;
@@ -94,16 +92,25 @@ at::Tensor swap_reward_cpu(const at::Tensor& gains_in, int64_t k, c10::string_vi
     const int64_t m = mode == RewardMode::kCausal ? K - 1 - p : K - 1;
     inv_count[p] = m > 0 ? 1.0 / static_cast<double>(m) : 0.0;
   }
+  const IdealDcgPlan plan(K, n);
   at::Tensor out = at::empty_like(gains);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gains.scalar_type(), "swap_reward_cpu", [&] {
+    using acc_t = acc_type_t<scalar_t>;
+    constexpr int64_t W = kTileLanes<acc_t>;
     const scalar_t* g_ptr = gains.const_data_ptr<scalar_t>();
     scalar_t* o_ptr = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, B, 64, [&](int64_t begin, int64_t end) {
       std::vector<double> row(K);
-      std::vector<acc_type_t<scalar_t>> cmp(K), scratch(K);
-      for (int64_t b = begin; b < end; ++b) {
-        swap_reward_row<scalar_t>(g_ptr + b * K, o_ptr + b * K, K, d, inv_count, n, mode, row, cmp,
-                                  scratch);
+      std::vector<acc_t> tile(std::max(plan.P * W, K));
+      double idcg[W];
+      for (int64_t b0 = begin; b0 < end; b0 += W) {
+        const int64_t rows = std::min(W, end - b0);
+        ideal_dcg_rows(g_ptr + b0 * K, rows, plan, d.data(), tile.data(), idcg);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t b = b0 + r;
+          swap_reward_row<scalar_t>(g_ptr + b * K, o_ptr + b * K, K, d, inv_count, n, mode,
+                                    idcg[r], row);
+        }
       }
     });
   });

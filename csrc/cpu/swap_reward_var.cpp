@@ -1,5 +1,6 @@
 // CPU kernel of flexrec_C::swap_reward_var: the closed-form variance of each position's reward
-// (FLEXREC.md section 5) in O(K) per row plus the IDCG, parallel over rows.
+// (FLEXREC.md section 5) in O(K) per row plus the IDCG (common.h: ideal_dcg_rows), parallel
+// over rows.
 //
 // Every mode's reward is r_p = sum_q c[p, q] g_q / IDCG, so Var(r_p) = sum_q c[p, q]^2 s_q / IDCG^2.
 // For causal, with m = K-1-p and sums over j > p,
@@ -16,14 +17,11 @@ namespace flexrec {
 namespace {
 
 template <typename scalar_t>
-void swap_reward_var_row(const scalar_t* g_in, const scalar_t* s_in, scalar_t* out, int64_t K,
-                         const double* d, int64_t n, RewardMode mode, double* s,
-                         acc_type_t<scalar_t>* cmp, acc_type_t<scalar_t>* scratch) {
+void swap_reward_var_row(const scalar_t* s_in, scalar_t* out, int64_t K, const double* d,
+                         RewardMode mode, double idcg, double* s) {
   for (int64_t p = 0; p < K; ++p) {
-    cmp[p] = static_cast<acc_type_t<scalar_t>>(g_in[p]);
     s[p] = static_cast<double>(static_cast<acc_type_t<scalar_t>>(s_in[p]));
   }
-  const double idcg = ideal_dcg(cmp, K, n, d, scratch);
   if (!(idcg > 0.0)) {
     for (int64_t p = 0; p < K; ++p) out[p] = scalar_t(0);
     return;
@@ -108,18 +106,26 @@ at::Tensor swap_reward_var_cpu(const at::Tensor& gains_in, const at::Tensor& gai
   const int64_t B = gains.size(0), K = gains.size(1);
   const int64_t n = (k <= 0 || k > K) ? K : k;
   const std::vector<double> d = discounts(K, k);
+  const IdealDcgPlan plan(K, n);
   at::Tensor out = at::empty_like(gains);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gains.scalar_type(), "swap_reward_var_cpu", [&] {
     using acc_t = acc_type_t<scalar_t>;
     const scalar_t* g_ptr = gains.const_data_ptr<scalar_t>();
     const scalar_t* s_ptr = gain_var.const_data_ptr<scalar_t>();
     scalar_t* o_ptr = out.mutable_data_ptr<scalar_t>();
+    constexpr int64_t W = kTileLanes<acc_t>;
     at::parallel_for(0, B, 64, [&](int64_t begin, int64_t end) {
       std::vector<double> s(K);
-      std::vector<acc_t> cmp(K), scratch(K);
-      for (int64_t b = begin; b < end; ++b) {
-        swap_reward_var_row<scalar_t>(g_ptr + b * K, s_ptr + b * K, o_ptr + b * K, K, d.data(), n,
-                                      mode, s.data(), cmp.data(), scratch.data());
+      std::vector<acc_t> tile(std::max(plan.P * W, K));
+      double idcg[W];
+      for (int64_t b0 = begin; b0 < end; b0 += W) {
+        const int64_t rows = std::min(W, end - b0);
+        ideal_dcg_rows(g_ptr + b0 * K, rows, plan, d.data(), tile.data(), idcg);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t b = b0 + r;
+          swap_reward_var_row<scalar_t>(s_ptr + b * K, o_ptr + b * K, K, d.data(), mode, idcg[r],
+                                        s.data());
+        }
       }
     });
   });
