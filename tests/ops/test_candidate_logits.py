@@ -93,6 +93,8 @@ def test_bad_inputs(gen):
         candidate_logits(hidden, weight, ids[:, :0])
     with pytest.raises(ValueError, match="2 rows but hidden has 3"):
         candidate_logits(torch.randn(3, 4), weight, ids)
+    with pytest.raises(ValueError, match="must be on one device"):
+        candidate_logits(hidden, weight.to("meta"), ids)
     with pytest.raises(TypeError, match="cast one of them"):
         candidate_logits(hidden.double(), weight, ids)
     with pytest.raises(ValueError, match=r"bias must be \(V,\)"):

@@ -31,6 +31,8 @@ def test_compile_fullgraph_forward_and_backward():
 
     eager = rollout_loss(*args)
     g_eager = torch.autograd.grad(eager[0], (hidden, weight))
+    # aot_eager traces exactly what inductor would (dynamo + AOTAutograd through the fake kernels
+    # and register_autograd) without compiling C++ for the graph, which takes minutes on 2 cores.
     compiled = torch.compile(rollout_loss, fullgraph=True, backend="aot_eager")
     out = compiled(*args)
     g_comp = torch.autograd.grad(out[0], (hidden, weight))

@@ -117,5 +117,7 @@ def test_bad_inputs():
         pool_sample(logits, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="used has shape"):
         pool_sample(logits, torch.zeros(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="must be on one device"):
+        pool_sample(logits, used.to("meta"))
     with pytest.raises(ValueError, match="K = 0"):
         pool_sample(torch.randn(2, 0), torch.zeros(2, 0, dtype=torch.bool))

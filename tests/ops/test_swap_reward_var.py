@@ -57,6 +57,8 @@ def test_bad_inputs():
         swap_reward_var(torch.rand(2, 3), torch.rand(2, 4))
     with pytest.raises(TypeError, match="gain_var must be a floating"):
         swap_reward_var(torch.rand(2, 3), torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="must be on one device"):
+        swap_reward_var(torch.rand(2, 3), torch.rand(2, 3, device="meta"))
     with pytest.raises(ValueError, match="negative entries"):
         swap_reward_var(torch.rand(2, 3), -torch.ones(2, 3))
     with pytest.raises(ValueError, match="K = 0"):
