@@ -104,11 +104,18 @@ class Critic:
         return mu.mean(0).numpy(), total.numpy()
 
     def interest(self, user: int, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        items = np.asarray(items, np.int64)
-        mu, var = self.predict(np.full(len(items), user), items)
-        obs, known = _observed(self.data, user, items)
+        mu, var = self.interest_batch(np.array([user]), np.asarray(items, np.int64)[None])
+        return mu[0], var[0]
+
+    def interest_batch(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Many pools in one forward pass. Shapes: users (N,), items (N, K) -> (N, K), (N, K)."""
+        N, K = items.shape
+        mu, var = (x.reshape(N, K) for x in self.predict(np.repeat(users, K), items.reshape(-1)))
         var = var if self.use_variance else np.zeros_like(var)
-        return np.where(known, obs, mu).astype(np.float32), np.where(known, 0.0, var).astype(np.float32)
+        for n in range(N):
+            obs, known = _observed(self.data, int(users[n]), items[n])
+            mu[n], var[n] = np.where(known, obs, mu[n]), np.where(known, 0.0, var[n])
+        return mu.astype(np.float32), var.astype(np.float32)
 
     @classmethod
     def fit(
@@ -133,8 +140,8 @@ class Critic:
                 torch.manual_seed(seed * 1000 + member)
                 net = _CriticNet(data.n_users, data.n_items, x.shape[1], hidden)
             opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=1e-4)
-            for _ in range(epochs):
-                order = torch.randperm(len(y), generator=gen)
+            for _ in range(epochs):  # "epochs" of at most 4 batches: the cost stays flat in the data size
+                order = torch.randperm(len(y), generator=gen)[: 4 * 2048]
                 for batch in order.split(2048):
                     mu, var = net(u[batch], i[batch], x[batch])
                     loss = nn.functional.gaussian_nll_loss(mu, y[batch], var)
@@ -230,25 +237,41 @@ class ObservedOnly:
 # ------------------------------------------------------------------------------------------------
 
 
+def fill_pools(data: InteractionData, imputer: Imputer, examples: list, label_samples: int = 16,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``filled_labels`` of many (user, items, need) examples. Shapes: -> (N, K), (N, K)."""
+    users = np.array([ex.user for ex in examples])
+    items = np.stack([ex.items for ex in examples])
+    if hasattr(imputer, "interest_batch"):
+        mu, var = imputer.interest_batch(users, items)
+    else:
+        mu, var = (np.stack(x) for x in zip(*(imputer.interest(int(u), it) for u, it in zip(users, items))))
+    rng = np.random.default_rng([seed, 3])
+    out = [filled_labels(data, (m, v), int(u), it, ex.need, label_samples, rng)
+           for ex, u, it, m, v in zip(examples, users, items, mu, var)]
+    return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+
+
 def filled_labels(
     data: InteractionData,
-    imputer: Imputer,
+    imputer,
     user: int,
     items: np.ndarray,
     need: str,
-    label_samples: int = 32,
+    label_samples: int = 16,
     rng: Optional[np.random.Generator] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A pool's labels for a need from filled interest, and their variance.
 
     The mean is the need's label function at the filled interest; the variance is its Monte-Carlo
     spread when the unobserved interest is drawn from N(mu, var) (clipped to [0, 1]).
+    ``imputer`` is an Imputer, or an already computed (mu, var) pair for these items.
     Shapes: items (K,) -> labels (K,), label_var (K,).
     """
     items = np.asarray(items, np.int64)
     fn = get_need(need).label_fn
     ctx = label_context(data, user, items, observed=True)
-    mu, var = imputer.interest(user, items)
+    mu, var = imputer if isinstance(imputer, tuple) else imputer.interest(user, items)
     ctx.known = np.ones(len(items), bool)
     ctx.interest = mu
     labels = np.asarray(fn(ctx), np.float32)

@@ -22,7 +22,7 @@ import torch
 
 from flexrec import rl
 from flexrec.config import TrainConfig, need_list, parse_args, to_dict, validate
-from flexrec.critic import build_imputer, calibrate, filled_labels
+from flexrec.critic import build_imputer, calibrate, fill_pools
 from flexrec.data import NEEDS, build_examples, collate, load, split_users
 from flexrec.evaluation import evaluate, policy_ranker, popularity_ranker
 from flexrec.models import check_model_spec, load_policy
@@ -104,9 +104,8 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
             line = calibrate(imputer, data, splits["val"]).line()
             print(line, flush=True)
             extra_report.append(line)
-        filled = [filled_labels(data, imputer, ex.user, ex.items, ex.need) for ex in train_ex]
-        gains_all = torch.from_numpy(np.stack([f[0] for f in filled]))
-        gain_var_all = torch.from_numpy(np.stack([f[1] for f in filled]))
+        gains_np, gain_var_np = fill_pools(data, imputer, train_ex, seed=cfg.seed)
+        gains_all, gain_var_all = torch.from_numpy(gains_np), torch.from_numpy(gain_var_np)
         if cfg.gain == "exp":  # g = 2^l - 1; delta method: Var g ~ (ln 2 * 2^l)^2 Var l
             gain_var_all = (np.log(2.0) * torch.pow(2.0, gains_all)) ** 2 * gain_var_all
             gains_all = torch.pow(2.0, gains_all) - 1.0

@@ -1,0 +1,81 @@
+"""The RL math against hand-computed numbers (the arithmetic is in the comments)."""
+
+import math
+
+import pytest
+import torch
+
+from flexrec import rl
+
+
+def test_group_item_advantages_pool_over_the_group():
+    # One prompt, G=2 lists of K=2: rewards 1, 2, 3, 4. Mean 2.5; population variance
+    # (1.5^2 + 0.5^2 + 0.5^2 + 1.5^2) / 4 = 5 / 4, std = sqrt(1.25) = 1.1180340.
+    # A = (r - 2.5) / 1.1180340 = -1.3416408, -0.4472136, 0.4472136, 1.3416408.
+    rewards = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    adv = rl.group_item_advantages(rewards, delta=0.0)
+    expected = torch.tensor([[[-1.3416408, -0.4472136], [0.4472136, 1.3416408]]])
+    torch.testing.assert_close(adv, expected)
+
+
+def test_group_item_advantages_groups_are_independent_and_constant_group_is_zero():
+    # Prompt 0: all rewards 7 -> mean 7, std 0 -> A = 0 / (0 + delta) = 0.
+    # Prompt 1: rewards 0, 2 (G=2, K=1) -> mean 1, std 1 -> A = -1 / (1 + 0.5), 1 / 1.5 = -0.6667, 0.6667.
+    rewards = torch.tensor([[[7.0], [7.0]], [[0.0], [2.0]]])
+    adv = rl.group_item_advantages(rewards, delta=0.5)
+    torch.testing.assert_close(adv, torch.tensor([[[0.0], [0.0]], [[-2 / 3], [2 / 3]]]))
+
+
+def test_uncertainty_weights_normalised_and_clipped():
+    # u = 0, 1, 3; mean u = 4/3; eps = 0.5 relative -> 0.5 * 4/3 = 2/3.
+    # w = 1 / (u + 2/3) = 1.5, 0.6, 0.2727273; their mean = 2.3727273 / 3 = 0.7909091;
+    # normalised: 1.8965517, 0.7586207, 0.3448276; clipped at 1.5: 1.5, 0.7586207, 0.3448276.
+    w = rl.uncertainty_weights(torch.tensor([0.0, 1.0, 3.0]), eps=0.5, max_weight=1.5)
+    torch.testing.assert_close(w, torch.tensor([1.5, 0.7586207, 0.3448276]))
+
+
+def test_uncertainty_weights_all_observed_is_one():
+    w = rl.uncertainty_weights(torch.zeros(2, 3))
+    torch.testing.assert_close(w, torch.ones(2, 3))
+
+
+def test_k3_kl():
+    # log p = -1, log q = -2: d = q - p = -1; exp(-1) - (-1) - 1 = 0.3678794. Equal log-probs -> 0.
+    kl = rl.k3_kl(torch.tensor([-1.0, -0.5]), torch.tensor([-2.0, -0.5]))
+    torch.testing.assert_close(kl, torch.tensor([math.exp(-1.0), 0.0]))
+
+
+def test_ppo_clip_loss_hand_computed():
+    # Token 1: ratio exp(log 1.5 - 0) = 1.5, A = 2: unclipped 3.0, clipped 1.2 * 2 = 2.4, min 2.4 -> -2.4.
+    # Token 2: ratio 0.5, A = -1: unclipped -0.5, clipped 0.8 * -1 = -0.8, min -0.8 -> +0.8.
+    # policy loss = (-2.4 + 0.8) / 2 = -0.8. Reference = current -> KL 0. Entropy mean (1 + 3) / 2 = 2.
+    # loss = -0.8 + 0.01 * 0 - 0.005 * 2 = -0.81. Both ratios left [0.8, 1.2] -> clip_frac 1.
+    logprob = torch.tensor([[math.log(1.5), math.log(0.5)]], requires_grad=True)
+    out = rl.ppo_clip_loss(
+        logprob, torch.zeros(1, 2), logprob.detach(), torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 3.0]]),
+        clip=0.2, kl_coef=0.01, entropy_coef=0.005,
+    )
+    assert out.loss.item() == pytest.approx(-0.81, abs=1e-6)
+    assert out.policy_loss.item() == pytest.approx(-0.8, abs=1e-6)
+    assert out.kl.item() == pytest.approx(0.0, abs=1e-7)
+    assert out.clip_frac.item() == 1.0
+    out.loss.backward()
+    # Both tokens are clipped on the side that stops the gradient: d loss / d logprob = 0.
+    torch.testing.assert_close(logprob.grad, torch.zeros(1, 2))
+
+
+def test_ppo_clip_loss_unclipped_gradient_and_mask():
+    # ratio 1 (logprob = old), A = 3 -> policy loss -3 * ratio; d/d logprob = -3 * ratio / N = -3 / 1
+    # (the second token is masked out, so N = 1). KL 0 at equal log-probs, and d k3 / d logprob = 0 there.
+    logprob = torch.tensor([[-0.7, -0.2]], requires_grad=True)
+    mask = torch.tensor([[True, False]])
+    out = rl.ppo_clip_loss(logprob, logprob.detach(), logprob.detach(), torch.tensor([[3.0, 100.0]]),
+                           torch.zeros(1, 2), mask=mask)
+    assert out.policy_loss.item() == pytest.approx(-3.0)
+    out.loss.backward()
+    torch.testing.assert_close(logprob.grad, torch.tensor([[-3.0, 0.0]]))
+
+
+def test_sft_loss_is_mean_nll():
+    # -(-1 - 3) / 2 = 2
+    assert rl.sft_loss(torch.tensor([[-1.0, -3.0]])).item() == pytest.approx(2.0)
