@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -136,8 +137,16 @@ def train_run(cfg) -> Path:
     if not run_finished(out, cfg):
         if out.exists():
             shutil.rmtree(out)
+        start = time.time()
         train(cfg)
+        (out / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
     return out
+
+
+def wall_seconds(run_dir: Path) -> float:
+    """How long a run took when it was trained (by train_run / fork_run); 0 if unknown."""
+    path = Path(run_dir) / "wall_seconds.txt"
+    return float(path.read_text()) if path.is_file() else 0.0
 
 
 def fork_run(sft_run: Path, cfg) -> Path:
@@ -170,7 +179,9 @@ def fork_run(sft_run: Path, cfg) -> Path:
     (out / "config.json").write_text(json.dumps(state["config"], indent=2) + "\n")
     if (sft_run / "metrics.jsonl").is_file():
         shutil.copy(sft_run / "metrics.jsonl", out / "metrics.jsonl")
+    start = time.time()
     train(dataclasses.replace(cfg, resume=str(out), out=str(out)))
+    (out / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
     return out
 
 

@@ -37,10 +37,12 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
              f"- command: `{command}`",
              f"- size `{size}`, {seeds} seed(s) (each seed: its own world, split, pools and training run)",
              f"- settings: `{json.dumps(base, sort_keys=True)}`",
-             f"- machine: {machine()}; wall time {out['seconds'] / 60:.1f} min",
+             f"- machine: {machine()}; {out.get('runs', 0)} training runs took {out.get('train_seconds', 0) / 60:.1f} min "
+             f"when they ran; this report's call took {out['seconds'] / 60:.1f} min (finished runs are reused)",
              "- every number is the mean over test users (pooled over seeds) on the TRUE labels, with a 95% "
              "bootstrap interval over users stratified by seed; `seed sd` is the standard deviation of the "
-             "per-seed NDCG@5 means.", ""]
+             "per-seed NDCG@5 means.",
+             "- NDCG@30 with K < 30 candidates is NDCG over the whole list (the cutoff is min(30, K)).", ""]
     summary: dict = {}
     for setting, by_eval in cells.items():
         for ev, by_method in by_eval.items():
@@ -68,7 +70,8 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
     md.write_text("\n".join(lines) + "\n")
     (out_dir / f"{exp.name}.json").write_text(json.dumps(
         {"experiment": exp.name, "command": command, "size": size, "seeds": seeds, "settings": base,
-         "machine": machine(), "seconds": out["seconds"], "results": summary}, indent=1, default=str) + "\n")
+         "machine": machine(), "seconds": out["seconds"], "train_seconds": out.get("train_seconds"),
+         "results": summary}, indent=1, default=str) + "\n")
     return md
 
 
@@ -80,10 +83,18 @@ def _deltas(exp: Experiment, by_method: dict, needs: list[str], n_boot: int, sum
         return []
     lines = [f"Paired difference in NDCG@5, `{ref}` minus each (same pools; an interval above 0 means "
              f"`{ref}` is better):", "", "| need | " + " | ".join(others) + " |", "|---|" + "---|" * len(others)]
+    wins = {o: [0, 0, 0] for o in others}  # needs where ref is ahead, significantly ahead, significantly behind
     for need in needs:
         ivs = [paired_delta(by_method[ref], by_method[o], need, "ndcg@5", n_boot) for o in others]
         summary.setdefault("deltas", {})[need] = {o: iv.as_dict() for o, iv in zip(others, ivs)}
         lines.append(f"| {need} | " + " | ".join(f"{iv.mean:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]" for iv in ivs) + " |")
+        if need != "mean":
+            for o, iv in zip(others, ivs):
+                wins[o] = [wins[o][0] + (iv.mean > 0), wins[o][1] + (iv.lo > 0), wins[o][2] + (iv.hi < 0)]
+    n = len([x for x in needs if x != "mean"])
+    lines += ["", "Reading (generated): " + "; ".join(
+        f"`{ref}` is ahead of `{o}` on {a}/{n} needs ({s} with the interval above 0, {b} below 0)"
+        for o, (a, s, b) in wins.items()) + "."]
     return lines + [""]
 
 

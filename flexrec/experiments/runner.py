@@ -126,7 +126,9 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                    extra: Optional[dict] = None, log: Callable[[str], None] = print) -> dict:
     """Train and evaluate everything; returns {setting: {evaluation: {method: Cell}}} and curves.
 
-    Result: {"cells": that dict, "curves": {setting: {method: [(steps, rewards) per seed]}}, "seconds": float}.
+    Result: {"cells": that dict, "curves": {setting: {method: [(steps, rewards) per seed]}}, "seconds": this
+    call's wall time, "train_seconds": the training runs' wall times when they ran (reused runs included),
+    "runs": how many training runs}.
     """
     from flexrec.baselines import make_baseline
     from flexrec.experiments import adapters
@@ -137,7 +139,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
     base = dict(SIZES[size], model=model, data=data, device=device, progress=False, **(extra or {}))
     cells = {s.label: {e.label: {m.label: Cell() for m in exp.methods} for e in exp.evaluations} for s in exp.settings}
     curves = {s.label: {m.label: [] for m in exp.methods if m.kind == "rl"} for s in exp.settings}
-    start = time.time()
+    start, runs = time.time(), []
     for seed in range(seeds):
         for setting in exp.settings:
             root = Path(runs_root) / exp.name / setting.label.replace(" ", "_") / f"seed{seed}"
@@ -154,6 +156,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                     cfg = train_cfg(common, dict(rl_steps=0, imputer=imputer, out=str(root / f"sft-{imputer}")))
                     log(f"[{exp.name}] seed {seed} {setting.label}: SFT ({imputer})")
                     sft_runs[imputer] = adapters.train_run(cfg)
+                    runs.append(sft_runs[imputer])
                 return sft_runs[imputer]
 
             for method in exp.methods:
@@ -170,6 +173,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                     cfg = train_cfg(common, dict(imputer=imputer, out=str(root / slug)), method.overrides)
                     log(f"[{exp.name}] seed {seed} {setting.label}: {method.label}")
                     run = adapters.fork_run(parent, cfg) if cfg.sft_steps else adapters.train_run(cfg)
+                    runs.append(run)
                     curves[setting.label][method.label].append(adapters.reward_curve(run))
                     ranker = adapters.load_checkpoint_ranker(run, device=device)
                 else:
@@ -177,7 +181,8 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                 for ev in exp.evaluations:
                     perm = rank_all(ranker, examples[ev.label], batch_size=32)
                     cells[setting.label][ev.label][method.label].add(seed, per_user_values(examples[ev.label], perm))
-    return {"cells": cells, "curves": curves, "seconds": time.time() - start, "base": base}
+    return {"cells": cells, "curves": curves, "seconds": time.time() - start, "base": base,
+            "train_seconds": sum(adapters.wall_seconds(r) for r in runs), "runs": len(runs)}
 
 
 def with_overrides(method: Method, **overrides) -> Method:
