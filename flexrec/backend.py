@@ -83,6 +83,10 @@ def choose(op_name: str, device_type: str, impls: dict[str, dict[str, Impl]]) ->
         return usable[0]
     if want == "ref" or want in usable:
         return want
+    # Triton on CPU is never chosen automatically (the interpreter is for testing), but naming it
+    # with TRITON_INTERPRET=1 set uses it.
+    if want == "triton" and device_type in impls.get("triton", {}) and available(want, device_type):
+        return want
     # Asking for c/cuda where only the other device has it is not worth a warning.
     if not (want in ("c", "cuda") and device_type != {"c": "cpu", "cuda": "cuda"}[want]):
         if device_type == "cpu" or torch.cuda.is_available():
