@@ -59,23 +59,35 @@ class PolicyRanker:
     (the trainer's view of the data, e.g. with trend tags in titles).
     """
 
-    def __init__(self, policy, tokenizer, prompt_data, device: torch.device, max_history: int):
+    def __init__(self, policy, tokenizer, prompt_data, device: torch.device, collate):
         self.policy, self.tokenizer, self.prompt_data = policy, tokenizer, prompt_data
-        self.device, self.max_history = device, max_history
+        self.device, self.collate = device, collate
 
     @torch.no_grad()
     def rank(self, examples: list) -> torch.Tensor:
-        from flexrec.data import collate
-
-        batch = collate(examples, self.tokenizer, self.prompt_data, max_history=self.max_history)
+        batch = self.collate(examples, self.tokenizer, self.prompt_data)
         self.policy.eval()
         out = self.policy.rank(batch.input_ids.to(self.device), batch.attention_mask.to(self.device),
                                examples[0].K, greedy=True)
         return out.perm[:, 0].cpu()
 
 
+def make_collate(cfg):
+    """The trainer's prompt renderer for `cfg` (`train_setup.make_collate` where it exists).
+
+    Returns collate(examples, tokenizer, data) -> RankingBatch.
+    """
+    try:
+        from flexrec.train_setup import make_collate as trainers
+    except ImportError:  # a trainer without prompt options: flexrec.data's prompts
+        from flexrec.data import collate
+
+        return lambda examples, tok, data: collate(examples, tok, data, max_history=cfg.history_max)
+    return trainers(cfg)
+
+
 def build_policy(cfg, device: str = "cpu"):
-    """(policy, tokenizer, prompt_data) exactly as `flexrec.train.train` builds them, untrained."""
+    """(policy, tokenizer, prompt_data, device) exactly as `flexrec.train.train` builds them, untrained."""
     from flexrec.data import build_examples, load
     from flexrec.models import load_policy
     from flexrec.train import SPLITS
@@ -115,7 +127,7 @@ def load_checkpoint_ranker(run_dir: str | Path, data=None, device: str = "cpu", 
         state = torch.load(path, map_location="cpu", weights_only=False)
         policy.load_state_dict(state["policy"])
     policy.to(dev)
-    return PolicyRanker(policy, tok, prompt_data, dev, cfg.history_max)
+    return PolicyRanker(policy, tok, prompt_data, dev, make_collate(cfg))
 
 
 def run_finished(run_dir: Path, cfg) -> bool:
@@ -124,9 +136,12 @@ def run_finished(run_dir: Path, cfg) -> bool:
 
     if not (run_dir / "results.json").is_file() or not (run_dir / "checkpoint.pt").is_file():
         return False
-    saved = read_run_config(run_dir)
-    want = to_dict(cfg)
-    return all(saved.get(k) == v for k, v in want.items() if k not in ("out", "resume", "progress"))
+    from flexrec.config import TrainConfig
+
+    saved, want, defaults = read_run_config(run_dir), to_dict(cfg), to_dict(TrainConfig())
+    # A setting the saved run lacks was added to the trainer later: the run matches only if we want
+    # that setting's default (what the old trainer did, as far as anything can tell).
+    return all(saved.get(k, defaults[k]) == v for k, v in want.items() if k not in ("out", "resume", "progress"))
 
 
 def train_run(cfg) -> Path:

@@ -22,6 +22,21 @@ def machine() -> str:
     return f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores{gpu}, torch {torch.__version__}"
 
 
+def code_version() -> str:
+    """The git commit of the checkout, with "+ uncommitted changes" when the tree is dirty."""
+    import subprocess
+
+    try:
+        root = Path(__file__).resolve().parents[2]
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return f"commit {head}" + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
@@ -39,6 +54,7 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
              f"- settings: `{json.dumps(base, sort_keys=True)}`",
              f"- machine: {machine()}; {out.get('runs', 0)} training runs took {out.get('train_seconds', 0) / 60:.1f} min "
              f"when they ran; this report's call took {out['seconds'] / 60:.1f} min (finished runs are reused)",
+             f"- code: {code_version()}",
              "- every number is the mean over test users (pooled over seeds) on the TRUE labels, with a 95% "
              "bootstrap interval over users stratified by seed; `seed sd` is the standard deviation of the "
              "per-seed NDCG@5 means.",
@@ -61,6 +77,7 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
                                  + f" | {cell.seed_std(need):.3f} | {ivs['ndcg@5'].n} |")
                 lines.append("")
             lines += _deltas(exp, by_method, needs, n_boot, summary.setdefault(setting, {}).setdefault(ev, {}))
+            lines += _versus_random(by_method, needs, n_boot)
             png = out_dir / f"{exp.name}-{_slug(heading)}.png"
             _bars(by_method, needs, f"{exp.name}: {heading}", png)
             lines += [f"![NDCG@5 per need]({png.name})", ""]
@@ -70,7 +87,8 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
     md.write_text("\n".join(lines) + "\n")
     (out_dir / f"{exp.name}.json").write_text(json.dumps(
         {"experiment": exp.name, "command": command, "size": size, "seeds": seeds, "settings": base,
-         "machine": machine(), "seconds": out["seconds"], "train_seconds": out.get("train_seconds"),
+         "machine": machine(), "code": code_version(), "seconds": out["seconds"],
+         "train_seconds": out.get("train_seconds"),
          "results": summary}, indent=1, default=str) + "\n")
     return md
 
@@ -96,6 +114,19 @@ def _deltas(exp: Experiment, by_method: dict, needs: list[str], n_boot: int, sum
         f"`{ref}` is ahead of `{o}` on {a}/{n} needs ({s} with the interval above 0, {b} below 0)"
         for o, (a, s, b) in wins.items()) + "."]
     return lines + [""]
+
+
+def _versus_random(by_method: dict, needs: list[str], n_boot: int) -> list[str]:
+    """Which rows are not distinguishable from a random order (a check that training did anything)."""
+    need = "mean" if "mean" in needs else needs[0]
+    if "random" not in by_method:
+        return []
+    same = [m for m, cell in by_method.items() if m != "random"
+            and (lambda iv: iv.lo <= 0.0 <= iv.hi)(paired_delta(cell, by_method["random"], need, "ndcg@5", n_boot))]
+    if not same:
+        return [f"Reading (generated): every row differs from `random` in {need} NDCG@5 (paired 95% interval).", ""]
+    return [f"Reading (generated): in {need} NDCG@5 these rows are indistinguishable from `random` (the paired "
+            f"95% interval contains 0): {', '.join(f'`{m}`' for m in same)}.", ""]
 
 
 def _plt():
