@@ -128,3 +128,11 @@ def test_eval_cli_end_to_end_on_a_baseline(tmp_path, capsys):
     assert set(row) == set(ev.METRICS)
     assert row["ndcg@5"]["lo"] <= row["ndcg@5"]["mean"] <= row["ndcg@5"]["hi"]
     assert report["results"] == saved["results"]
+
+
+def test_eval_cli_on_movielens_100k(capsys):
+    pytest.importorskip("recbole", reason="ML-100K is read from the recbole==1.2.1 wheel")
+    report = ev.main(["--baseline", "item-knn", "--data", "ml-100k", "--max-users", "12", "--n-boot", "20"])
+    assert "item-knn on ml-100k" in capsys.readouterr().out
+    row = report["results"]["maximize_interest"]["ndcg@5"]
+    assert row["n"] > 0 and 0.0 <= row["lo"] <= row["mean"] <= row["hi"] <= 1.0
