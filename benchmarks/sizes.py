@@ -27,3 +27,36 @@ GPU_DECODE_SIZES = [
 def size_id(size: dict) -> str:
     """A readable pytest id: B4096-K30."""
     return "-".join(f"{k}{v}" for k, v in size.items())
+
+
+# ==== PEERS: benchmarks/peers/ (flexrec against what users use today, issue 8) ====================
+# Default sizes keep `pytest benchmarks/peers` within a few minutes on the shared 2-core box;
+# FLEXREC_PEERS_SIZES=full adds the larger ones (and SmolLM2 in the training-step comparison).
+import os as _os  # noqa: E402
+
+
+def peers_full() -> bool:
+    return _os.environ.get("FLEXREC_PEERS_SIZES", "default") == "full"
+
+
+PEERS_K = 30  # candidates per pool (the paper's K)
+PEERS_HISTORY = 2  # history items per prompt (prompt length is most of the CPU cost)
+# Rollouts: rows decoded per call, per model.
+PEERS_ROLLOUT_CPU = {"tiny": [8, 32], "smollm2-135m": [2]}
+PEERS_ROLLOUT_CPU_FULL = {"tiny": [8, 32, 128], "smollm2-135m": [4, 8]}
+PEERS_ROLLOUT_GPU = {"tiny": [8, 64, 256], "smollm2-135m": [8, 64, 256]}
+# Training step: P prompts x G sampled rankings per prompt.
+PEERS_TRAIN_CPU = {"tiny": [{"P": 8, "G": 8}]}
+PEERS_TRAIN_CPU_FULL = {"tiny": [{"P": 8, "G": 8}], "smollm2-135m": [{"P": 1, "G": 4}]}
+PEERS_TRAIN_GPU = {"tiny": [{"P": 8, "G": 8}], "smollm2-135m": [{"P": 8, "G": 8}]}
+# Loss head at Qwen2.5 shapes (hidden size H, padded vocabulary V, from their config.json), and
+# the rows N = lists x K decision positions that are measured (the analytic bytes are also given
+# at an RL step's 64 lists).
+PEERS_HEAD_SHAPES = [
+    {"model": "qwen2.5-0.5b", "H": 896, "V": 151936},
+    {"model": "qwen2.5-3b", "H": 2048, "V": 151936},
+]
+PEERS_HEAD_LISTS_CPU = [2]
+PEERS_HEAD_LISTS_CPU_FULL = [2, 8]
+PEERS_HEAD_LISTS_GPU = [8, 64]
+PEERS_HEAD_LISTS_ANALYTIC = 64  # an RL step of 8 prompts x 8 rankings

@@ -1,0 +1,1 @@
+"""flexrec against what users use today (issue 8): see benchmarks/RESULTS.md."""
