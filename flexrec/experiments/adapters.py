@@ -136,12 +136,11 @@ def run_finished(run_dir: Path, cfg) -> bool:
 
     if not (run_dir / "results.json").is_file() or not (run_dir / "checkpoint.pt").is_file():
         return False
-    from flexrec.config import TrainConfig
-
-    saved, want, defaults = read_run_config(run_dir), to_dict(cfg), to_dict(TrainConfig())
-    # A setting the saved run lacks was added to the trainer later: the run matches only if we want
-    # that setting's default (what the old trainer did, as far as anything can tell).
-    return all(saved.get(k, defaults[k]) == v for k, v in want.items() if k not in ("out", "resume", "progress"))
+    saved, want = read_run_config(run_dir), to_dict(cfg)
+    # Strict: a setting the saved run lacks was added to the trainer later, and its default need not
+    # be what the old trainer did (e.g. `prompt`), so such a run is trained again.
+    missing = object()
+    return all(saved.get(k, missing) == v for k, v in want.items() if k not in ("out", "resume", "progress"))
 
 
 def train_run(cfg) -> Path:
