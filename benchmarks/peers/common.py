@@ -195,6 +195,10 @@ def setup(model: str):
     """(policy, tokenizer, data, examples), cached: the rollout benchmarks share one model."""
     policy, tok = load_model(model)
     data, examples = world()
+    # Touch every weight once: from_pretrained maps the safetensors file, so the first forward
+    # pass would otherwise page the whole model in and count it in the first provider's peak.
+    with torch.no_grad():
+        policy.model(input_ids=torch.zeros(1, 4, dtype=torch.long, device=DEVICE))
     return policy, tok, data, examples
 
 

@@ -142,8 +142,14 @@ def main() -> None:
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    # Each side's library code is imported before the start level is read: its memory is the
+    # baseline, not the step's (trl imports lazily, so name what the run uses).
     if a.provider.startswith("trl"):
-        import trl  # noqa: F401  (its imports count in the baseline, not in the step's memory)
+        from datasets import Dataset  # noqa: F401
+        from transformers import TrainerCallback  # noqa: F401
+        from trl import GRPOConfig, GRPOTrainer  # noqa: F401
+    else:
+        from flexrec import train  # noqa: F401
     common.world()
     extra: dict = {}
     with common.PeakRSS(interval=0.002) as mem:
