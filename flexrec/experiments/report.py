@@ -142,7 +142,7 @@ def _bars(by_method: dict, needs: list[str], title: str, path: Path) -> None:
     """Grouped bars of NDCG@5 per need and method, with the 95% intervals as error bars."""
     plt = _plt()
     methods = list(by_method)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(needs) * len(methods) / 3), 3.2), dpi=80)
+    fig, ax = plt.subplots(figsize=(min(9.0, max(5.0, 0.25 * len(needs) * len(methods))) + 2.0, 3.2), dpi=80)
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
         ivs = [by_method[method].interval(need, "ndcg@5", 300) for need in needs]
@@ -152,7 +152,7 @@ def _bars(by_method: dict, needs: list[str], title: str, path: Path) -> None:
     ax.set_xticks(np.arange(len(needs)), needs, fontsize=8)
     ax.set_ylabel("NDCG@5")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
