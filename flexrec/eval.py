@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Protocol
 
@@ -181,6 +181,7 @@ class DataSpec:
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)  # the trainer's train/val/test users
     max_users: Optional[int] = None
     heldout_instructions: bool = False
+    options: dict = field(default_factory=dict)  # more options for flexrec.data.load (e.g. taste_scale)
 
 
 def load_data(spec: DataSpec):
@@ -189,12 +190,12 @@ def load_data(spec: DataSpec):
 
     if spec.data == "synthetic":
         return load("synthetic", seed=spec.seed, n_users=spec.world_users, n_items=spec.world_items,
-                    n_topics=spec.world_topics, observe_fraction=spec.observe_fraction)
+                    n_topics=spec.world_topics, observe_fraction=spec.observe_fraction, **spec.options)
     if Path(spec.data).exists():  # a path: guess the dataset from its files
         name = "ml-100k" if any(Path(spec.data).glob("u.data")) or any(Path(spec.data).glob("*.inter")) else \
             "ml-1m" if any(Path(spec.data).glob("ratings.dat")) else "kuairec"
-        return load(name, path=spec.data, seed=spec.seed, observe_fraction=spec.observe_fraction)
-    return load(spec.data, seed=spec.seed, observe_fraction=spec.observe_fraction)
+        return load(name, path=spec.data, seed=spec.seed, observe_fraction=spec.observe_fraction, **spec.options)
+    return load(spec.data, seed=spec.seed, observe_fraction=spec.observe_fraction, **spec.options)
 
 
 def need_names(spec: str) -> list[str]:
@@ -260,9 +261,12 @@ def main(argv: Optional[list[str]] = None) -> dict:
         data, examples, train_users = load_examples(spec)
         ranker, method = make_baseline(args.baseline, data, train_users, seed=spec.seed), args.baseline
     else:
-        from flexrec.experiments.adapters import load_checkpoint_ranker, read_run_config
+        from flexrec.experiments.adapters import (extra_load_options, load_checkpoint_ranker, read_run_config,
+                                                  train_config)
 
-        spec = resolve_spec(args, read_run_config(args.checkpoint))
+        run_config = read_run_config(args.checkpoint)
+        spec = resolve_spec(args, run_config)
+        spec.options = extra_load_options(train_config(run_config))
         data, examples, _ = load_examples(spec)
         ranker, method = load_checkpoint_ranker(args.checkpoint, data, device=args.device), args.checkpoint
     results = evaluate(ranker, examples, gain=args.gain, n_boot=args.n_boot, seed=spec.seed)

@@ -41,6 +41,16 @@ def train_config(values: dict):
     return TrainConfig(**{k: v for k, v in values.items() if k in known})
 
 
+def extra_load_options(cfg) -> dict:
+    """Options the trainer passes to `flexrec.data.load` beyond those `DataSpec` names (e.g. taste_scale)."""
+    try:
+        from flexrec.train_setup import world_options
+    except ImportError:
+        return {}
+    named = {"seed", "n_users", "n_items", "n_topics", "observe_fraction", "path"}
+    return {k: v for k, v in world_options(cfg).items() if k not in named}
+
+
 def eval_spec(cfg, split: str = "test", heldout_instructions: bool = False, needs: Optional[str] = None):
     """The `flexrec.eval.DataSpec` of a run: same data, seed, K, splits; every test user by default."""
     from flexrec.eval import DataSpec
@@ -49,7 +59,7 @@ def eval_spec(cfg, split: str = "test", heldout_instructions: bool = False, need
     return DataSpec(data=cfg.data, seed=cfg.seed, num_candidates=cfg.num_candidates, world_users=cfg.world_users,
                     world_items=cfg.world_items, world_topics=cfg.world_topics, observe_fraction=cfg.observe_fraction,
                     needs=needs or cfg.eval_needs or cfg.need, split=split, split_fractions=tuple(SPLITS),
-                    heldout_instructions=heldout_instructions)
+                    heldout_instructions=heldout_instructions, options=extra_load_options(cfg))
 
 
 class PolicyRanker:
@@ -106,10 +116,19 @@ def build_policy(cfg, device: str = "cpu"):
     policy, tok = load_policy(
         cfg.model, cfg.num_candidates, make_tokenizer_factory(data, train_ex, cfg), dev, cfg.lora_rank,
         cfg.gradient_checkpointing, cfg.seed, Path(cfg.cache_dir) if cfg.cache_dir else None,
-        tiny_overrides=dict(hidden_size=cfg.tiny_hidden, num_hidden_layers=cfg.tiny_layers,
-                            intermediate_size=3 * cfg.tiny_hidden),
+        tiny_overrides=tiny_overrides(cfg),
     )
     return policy, tok, data, dev
+
+
+def tiny_overrides(cfg) -> dict:
+    """The tiny preset's size for `cfg` (`train_setup.tiny_overrides` where it exists)."""
+    try:
+        from flexrec.train_setup import tiny_overrides as trainers
+    except ImportError:  # the trainer before it had one
+        return dict(hidden_size=cfg.tiny_hidden, num_hidden_layers=cfg.tiny_layers,
+                    intermediate_size=3 * cfg.tiny_hidden)
+    return trainers(cfg)
 
 
 def load_checkpoint_ranker(run_dir: str | Path, data=None, device: str = "cpu", untrained: bool = False) -> PolicyRanker:
