@@ -115,6 +115,24 @@ def paired_delta(a: Cell, b: Cell, need: str, metric: str = "ndcg@5", n_boot: in
     return bootstrap_ci(diff, n_boot, strata=a.strata[need])
 
 
+def check_against_trainer(run: Path, stage: str, per_user: dict) -> None:
+    """Fail loudly unless our reload of `run` scores exactly what the trainer's own test evaluation did.
+
+    The trainer evaluates the same test pools at the end of each stage (results.json); a difference
+    means the adapter rebuilt a different world, prompt or model than the trainer trained on.
+    """
+    import json
+
+    path = Path(run) / "results.json"
+    trainer = json.loads(path.read_text()).get(stage, {}) if path.is_file() else {}
+    for need, r in trainer.items():
+        if need in per_user and abs(float(per_user[need]["ndcg@5"].mean()) - r["ndcg@5"]) > 1e-6:
+            raise RuntimeError(
+                f"{run}: the reloaded {stage} policy scores NDCG@5 {per_user[need]['ndcg@5'].mean():.6f} on "
+                f"{need}, the trainer's own evaluation {r['ndcg@5']:.6f}: flexrec.experiments.adapters no "
+                "longer rebuilds what flexrec.train builds (see its docstring)")
+
+
 def train_cfg(base: dict, *overrides: dict):
     from flexrec.config import TrainConfig
 
@@ -168,6 +186,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                     opts = BASELINE_OPTIONS.get(size, {}).get(method.baseline, {})
                     ranker = make_baseline(method.baseline, world, train_users, seed=seed, **opts)
                 elif method.kind in ("untrained", "sft"):
+                    checked = (sft_run(imputer), method.kind)
                     ranker = adapters.load_checkpoint_ranker(sft_run(imputer), untrained=method.kind == "untrained",
                                                              device=device)
                 elif method.kind == "rl":
@@ -179,11 +198,15 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                     runs.append(run)
                     curves[setting.label][method.label].append(adapters.reward_curve(run))
                     ranker = adapters.load_checkpoint_ranker(run, device=device)
+                    checked = (run, "rl")
                 else:
                     raise ValueError(f"unknown method kind {method.kind!r}")
                 for ev in exp.evaluations:
                     perm = rank_all(ranker, examples[ev.label], batch_size=32)
-                    cells[setting.label][ev.label][method.label].add(seed, per_user_values(examples[ev.label], perm))
+                    per_user = per_user_values(examples[ev.label], perm)
+                    if method.kind != "baseline" and not ev.heldout_instructions:
+                        check_against_trainer(*checked, per_user)
+                    cells[setting.label][ev.label][method.label].add(seed, per_user)
     return {"cells": cells, "curves": curves, "seconds": time.time() - start, "base": base,
             "train_seconds": sum(adapters.wall_seconds(r) for r in runs), "runs": len(runs)}
 
