@@ -29,16 +29,19 @@ class TrainConfig:
     eval_needs: str = ""  # needs to evaluate on ("" = the training needs)
     num_candidates: int = 10  # K, the pool size. The paper uses 30; 10 keeps the CPU default run
     # under 10 minutes (a K-step decode and a (K, K) softmax per list) while the needs still disagree
-    world_users: int = 240  # synthetic world: users (train/val/test split 80/10/10)
+    world_users: int = 1000  # synthetic world: users (train/val/test split 70/10/20)
     world_items: int = 150  # synthetic world: items
     world_topics: int = 6  # synthetic world: topics
+    world_taste_scale: float = 1.6  # synthetic world: how strongly topic taste drives interest
     history_max: int = 6  # most recent history items shown in a prompt (prompt length is the CPU cost)
+    prompt: str = "auto"  # "full" (flexrec.data's chat prompts), "compact" (flexrec.prompt_adapter), "auto":
+    # compact for the tiny preset, which cannot learn to read the full prompts in a CPU budget; full otherwise
     trend_tags: bool = True  # show each item's recent-plays tier in prompts (flexrec.prompt_adapter)
     observe_fraction: float = 0.1  # share of (user, item) feedback the trainer may see (the paper's 10%)
     # ---- model -------------------------------------------------------------------------------
     model: str = "tiny"  # "tiny", "smollm2-135m" or a local Hugging Face causal-LM directory
     tiny_hidden: int = 64  # tiny preset: hidden size
-    tiny_layers: int = 2  # tiny preset: transformer layers
+    tiny_layers: int = 2  # tiny preset: transformer layers (layer 0 local, see flexrec.models.presets)
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank instead of every weight
     gradient_checkpointing: bool = False  # trade compute for activation memory (big models)
     cache_dir: str = ""  # where presets are converted/built ("" = $FLEXREC_CACHE or ~/.cache/flexrec)
@@ -49,11 +52,13 @@ class TrainConfig:
     critic_hidden: int = 64  # MLP width
     knn_neighbours: int = 20  # neighbours of the KNN imputers
     # ---- SFT warm start ------------------------------------------------------------------------
-    sft_steps: int = 300  # teacher-forced steps on rankings by the filled labels (0 = skip)
+    sft_steps: int = 1500  # teacher-forced steps on rankings by the filled labels (0 = skip)
     sft_lr: float = 3e-3
+    sft_positions: int = 5  # SFT loss on the first n steps of the target ranking (0 = all K-1): the
+    # order below the NDCG cutoff is mostly ties and noise
     # ---- RL ----------------------------------------------------------------------------------
     reward_mode: str = "flexrec"  # flexrec | flexrec-nounc | seq | rank | independent | noncausal
-    rl_steps: int = 150  # optimiser steps of RL (0 = skip)
+    rl_steps: int = 300  # optimiser steps of RL (0 = skip)
     lr: float = 1e-3  # RL learning rate (AdamW)
     prompts_per_step: int = 8  # P prompts per RL step
     group_size: int = 8  # G sampled permutations per prompt
@@ -68,6 +73,11 @@ class TrainConfig:
     unc_eps: float = 0.1  # epsilon of A / (u + eps), relative to the batch's mean variance
     unc_max_weight: float = 5.0  # clip of the normalised uncertainty weights
     batch_size: int = 16  # SFT batch size (also the evaluation batch)
+    need_stagger: int = 200  # SFT curriculum: need i joins at step i * need_stagger (0 = all at once).
+    # The tiny model learned any one need, or two, within 200 steps, but all three at once not in 400:
+    # the conflicting targets cancel while its pointer forms; added one by one, all three learn
+    need_order: str = "maximize_interest,trend_promotion,explore_new_topics"  # the curriculum's order
+    need_pure_batches: bool = False  # each batch from one need, the needs in turn (see flexrec.train._sample)
     grad_clip: float = 1.0  # max gradient norm
     # ---- run ---------------------------------------------------------------------------------
     seed: int = 0
@@ -76,7 +86,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when there), "cpu", "cuda", "cuda:1", ...
     out: str = "runs/flexrec"  # run directory
     resume: str = ""  # a run directory to continue exactly where it stopped
-    eval_every: int = 50  # RL steps between validation evaluations
+    eval_every: int = 250  # steps between validation evaluations (NDCG@5 curves)
     eval_users: int = 0  # users per need in the val/test evaluations (0 = every user of the split)
     save_every: int = 50  # steps between checkpoints
     progress: bool = True  # tqdm progress bar
@@ -168,6 +178,8 @@ def validate(cfg: TrainConfig, needs: dict) -> None:
             raise ValueError(f"unknown need {name!r}; known needs: {', '.join(sorted(needs))}")
     if cfg.num_candidates < 2:
         raise ValueError(f"--num-candidates must be >= 2, got {cfg.num_candidates}")
+    if cfg.prompt not in ("auto", "full", "compact"):
+        raise ValueError(f"--prompt {cfg.prompt!r}: expected auto, full or compact")
     if cfg.gain not in ("linear", "exp"):
         raise ValueError(f"--gain {cfg.gain!r}: expected linear or exp")
     for name in ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every"):

@@ -45,13 +45,13 @@ def evaluate(
     tokenizer,
     data: InteractionData,
     k: int = 5,
+    collate_fn: Callable = collate,
     batch_size: int = 32,
-    max_history: int = 6,
 ) -> dict[str, dict[str, float]]:
     """Mean NDCG@k and Recall@k over ``examples``, per need: {need: {"ndcg@5": .., "recall@5": .., "n": ..}}."""
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start : start + batch_size], tokenizer, data, max_history=max_history)
+        batch = collate_fn(examples[start : start + batch_size], tokenizer, data)
         perm = rank(batch)
         ndcg = ndcg_at_k(perm, batch.true_labels, k)
         for b, need in enumerate(batch.needs):

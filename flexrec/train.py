@@ -23,14 +23,14 @@ import torch
 from flexrec import rl
 from flexrec.config import TrainConfig, need_list, parse_args, to_dict, validate
 from flexrec.critic import build_imputer, calibrate, fill_pools
-from flexrec.data import NEEDS, build_examples, collate, load, split_users
+from flexrec.data import NEEDS, build_examples, load, split_users
 from flexrec.evaluation import evaluate, policy_ranker, popularity_ranker
 from flexrec.models import check_model_spec, load_policy
 from flexrec.models._ops import swap_reward, swap_reward_var
 from flexrec.prompt_adapter import with_trend_tags
 from flexrec.report import results_table, write_report
 from flexrec.runlog import RunDir, load_checkpoint, rng_state, set_rng_state
-from flexrec.train_setup import make_tokenizer_factory, resolve_device, world_options
+from flexrec.train_setup import make_collate, make_tokenizer_factory, resolve_device, tiny_overrides, world_options
 
 # What each --reward-mode means: (swap_reward mode, scale advantages by uncertainty).
 REWARD_MODES = {
@@ -85,8 +85,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     policy, tok = load_policy(
         cfg.model, K, make_tokenizer_factory(data, train_ex, cfg), device, cfg.lora_rank,
         cfg.gradient_checkpointing, cfg.seed, Path(cfg.cache_dir) if cfg.cache_dir else None,
-        tiny_overrides=dict(hidden_size=cfg.tiny_hidden, num_hidden_layers=cfg.tiny_layers,
-                            intermediate_size=3 * cfg.tiny_hidden),
+        tiny_overrides=tiny_overrides(cfg),
     )
     policy.train()
     run = RunDir(cfg.out, to_dict(cfg))
@@ -111,6 +110,9 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
             gains_all = torch.pow(2.0, gains_all) - 1.0
         print(f"critic fill ({cfg.imputer}) of {len(train_ex)} pools: {time.time() - t0:.1f}s", flush=True)
 
+    need_order = sorted(train_needs, key=lambda n: cfg.need_order.split(",").index(n) if n in cfg.need_order.split(",") else 99)
+    by_need = [np.flatnonzero([ex.need == n for ex in train_ex]) for n in need_order]
+
     # ---- 4. state: optimiser, reference policy, results; or all of it from the checkpoint --------
     sample_rng = np.random.default_rng([cfg.seed, 1])
     gumbel_gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -130,8 +132,10 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         set_rng_state(resume["rng"], sample_rng, gumbel_gen)
         run.truncate_metrics(start)
 
+    collate = make_collate(cfg)
+
     def evaluate_on(split: str) -> dict:
-        return evaluate(policy_ranker(policy, device), examples[split], tok, data, max_history=cfg.history_max)
+        return evaluate(policy_ranker(policy, device), examples[split], tok, data, collate_fn=collate)
 
     def checkpoint(done: int, rng: dict) -> None:
         run.save_checkpoint({
@@ -147,16 +151,16 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         for step in range(start, total):
             if step == 0:
                 results["untrained"] = evaluate_on("test")
-                results["popularity"] = evaluate(popularity_ranker(data), examples["test"], tok, data,
-                                                 max_history=cfg.history_max)
+                results["popularity"] = evaluate(popularity_ranker(data), examples["test"], tok, data, collate_fn=collate)
             if step == cfg.sft_steps and cfg.rl_steps:  # the SFT model becomes the RL reference
                 if cfg.sft_steps:
                     results["sft"] = evaluate_on("test")
                 reference = _frozen_copy(policy)
                 optimizer = _rl_optimizer(policy, cfg)
-            idx = sample_rng.choice(len(train_ex), cfg.batch_size if step < cfg.sft_steps else cfg.prompts_per_step,
-                                    replace=False)
-            batch = collate([train_ex[i] for i in idx], tok, data, max_history=cfg.history_max).to(device)
+            active = by_need[: 1 + step // cfg.need_stagger] if cfg.need_stagger and step < cfg.sft_steps else by_need
+            idx = _sample(sample_rng, active, step, cfg.batch_size if step < cfg.sft_steps else cfg.prompts_per_step,
+                          cfg.need_pure_batches)
+            batch = collate([train_ex[i] for i in idx], tok, data).to(device)
             gains, gain_var = gains_all[idx].to(device), gain_var_all[idx].to(device)
             if step < cfg.sft_steps:
                 logs = sft_step(policy, optimizer, batch, gains, cfg)
@@ -198,9 +202,11 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
 
 def sft_step(policy, optimizer, batch, gains: torch.Tensor, cfg: TrainConfig) -> dict:
     """Teacher-forced NLL of the ranking by the filled labels (ties broken by slot order)."""
+    K = gains.shape[1]
     target = torch.argsort(-gains, dim=-1, stable=True)[:, None]  # (B, 1, K)
     logprob, entropy = policy.logprobs(batch.input_ids, batch.attention_mask, target, cfg.temperature)
-    loss = rl.sft_loss(logprob[:, 0, :-1])  # the last step is forced (one candidate left)
+    n = min(cfg.sft_positions or K - 1, K - 1)  # the last step is forced (one candidate left)
+    loss = rl.sft_loss(logprob[:, 0, :n])
     _step(policy, optimizer, loss, cfg)
     return {"sft/loss": float(loss), "sft/entropy": float(entropy[:, 0, :-1].mean())}
 
@@ -235,6 +241,15 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
     sequence_ndcg = swap_reward(ranked_gains, 5, "sequence")[:, 0]
     return {"rl/loss": float(out.loss), "rl/reward": float(sequence_ndcg.mean()), "rl/kl": float(out.kl),
             "rl/entropy": float(out.entropy), "rl/clip_frac": float(out.clip_frac)}
+
+
+def _sample(rng: np.random.Generator, by_need: list[np.ndarray], step: int, n: int, pure: bool) -> np.ndarray:
+    """Example indices of one batch: from one need per step in turn when ``pure``, else from all."""
+    if pure:
+        pool = by_need[step % len(by_need)]
+        return pool[rng.choice(len(pool), min(n, len(pool)), replace=False)]
+    pool = np.concatenate(by_need)
+    return pool[rng.choice(len(pool), min(n, len(pool)), replace=False)]
 
 
 def _step(policy, optimizer, loss: torch.Tensor, cfg: TrainConfig) -> None:

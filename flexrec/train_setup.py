@@ -7,10 +7,11 @@ from typing import Any, Callable
 import torch
 
 from flexrec.config import TrainConfig
-from flexrec.data import RankingExample, train_tiny_tokenizer
+from flexrec.data import NEEDS, RankingBatch, RankingExample, collate, train_tiny_tokenizer
 from flexrec.data.prompts import format_prompt
 from flexrec.data.tokens import default_corpus
 from flexrec.data.world import InteractionData
+from flexrec.prompt_adapter import compact_collate, compact_prompt
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -27,19 +28,41 @@ def world_options(cfg: TrainConfig) -> dict[str, Any]:
     """Keyword options of ``flexrec.data.load`` for this config (the synthetic world's size)."""
     if cfg.data == "synthetic":
         return dict(seed=cfg.seed, n_users=cfg.world_users, n_items=cfg.world_items, n_topics=cfg.world_topics,
+                    taste_scale=cfg.world_taste_scale,
                     observe_fraction=cfg.observe_fraction)
     return dict(path=cfg.data_path or None, observe_fraction=cfg.observe_fraction, seed=cfg.seed)
 
 
+def tiny_overrides(cfg: TrainConfig) -> dict[str, Any]:
+    return dict(hidden_size=cfg.tiny_hidden, num_hidden_layers=cfg.tiny_layers, intermediate_size=3 * cfg.tiny_hidden)
+
+
+def use_compact_prompts(cfg: TrainConfig) -> bool:
+    return cfg.prompt == "compact" or (cfg.prompt == "auto" and cfg.model == "tiny")
+
+
+def make_collate(cfg: TrainConfig) -> Callable[..., RankingBatch]:
+    """collate(examples, tokenizer, data) -> RankingBatch, with the prompts this config asks for."""
+    if use_compact_prompts(cfg):
+        return lambda examples, tok, data: compact_collate(examples, tok, data, cfg.history_max)
+    return lambda examples, tok, data: collate(examples, tok, data, max_history=cfg.history_max)
+
+
 def make_tokenizer_factory(data: InteractionData, examples: list[RankingExample], cfg: TrainConfig,
-                           n_prompts: int = 200) -> Callable[[], Any]:
+                           n_prompts: int = 300) -> Callable[[], Any]:
     """For the tiny model: a BPE tokenizer trained on the default corpus plus real prompts of this
     data, so titles and feedback are few tokens each (short prompts are most of the CPU budget)."""
 
     def factory():
-        bootstrap = train_tiny_tokenizer()
         step = max(1, len(examples) // n_prompts)
-        prompts = [format_prompt(ex, data, bootstrap, cfg.history_max) for ex in examples[::step]]
-        return train_tiny_tokenizer(default_corpus() + prompts)
+        if use_compact_prompts(cfg):
+            prompts = [compact_prompt(ex, data, cfg.history_max) for ex in examples[::step]]
+        else:
+            bootstrap = train_tiny_tokenizer()
+            prompts = [format_prompt(ex, data, bootstrap, cfg.history_max) for ex in examples[::step]]
+        tok = train_tiny_tokenizer(default_corpus() + prompts)
+        if use_compact_prompts(cfg):
+            tok.add_tokens([f"<need:{name}>" for name in NEEDS], special_tokens=True)
+        return tok
 
     return factory

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import os
 import shutil
@@ -24,19 +25,41 @@ PRESETS = ("tiny", "smollm2-135m")
 
 DEFAULT_CACHE = Path(os.environ.get("FLEXREC_CACHE", Path.home() / ".cache" / "flexrec"))
 
-# The default tiny model (ours): big enough to learn to match candidate topics against the
-# history within a few minutes of CPU training, small enough that the default run stays under
-# 10 minutes on 2 cores.
+# The default tiny model (ours): small enough that the default run stays under 10 minutes on 2 cores.
 TINY_CONFIG: dict[str, Any] = dict(
     hidden_size=64,
     intermediate_size=192,
-    num_hidden_layers=2,
+    num_hidden_layers=3,
     num_attention_heads=4,
-    num_key_value_heads=2,
+    num_key_value_heads=4,  # no GQA: the last layer's value/output maps start as the identity (below)
     max_position_embeddings=4096,
     tie_word_embeddings=True,
     rope_theta=10000.0,
+    sliding_window=6,  # layer 0 only (see _pointer_priors)
 )
+SLOT_EMBEDDING_STD = 0.3  # vs the 0.02 of every other row (see _pointer_priors)
+
+
+def _pointer_priors(model, marker_token_ids: list[int]) -> None:
+    """(ours) Three priors that let a random tiny model learn to point at the right slot in minutes.
+
+    Ranking needs a pointer: the answer position must attend to the best candidate's slot token and
+    copy its embedding, which the candidate-restricted head then scores. From a plain random init
+    this is a chicken-and-egg problem (attention gets no gradient until values copy, and values get
+    none until attention selects) and SFT loss stayed at the uniform level for 600+ steps (measured
+    on the compact prompts, K=10). So: (1) layer 0 attends within a 6-token window, which puts each
+    candidate's features ("comedy hot seen 4") on its slot token from the start; (2) the last layer's value
+    and output projections start as the identity, so attending to a slot copies it; (3) the rows of
+    marker tokens (slots, and the need tags of the compact prompts) start with std 0.3 instead of
+    0.02, so a copied slot moves the logits at all and the need tag dominates the answer position's
+    query. With these, SFT reached a first-step loss of 1.43 (vs 2.20 uniform) in 200 steps.
+    """
+    with torch.no_grad():
+        attn = model.model.layers[-1].self_attn
+        for proj in (attn.v_proj, attn.o_proj):
+            proj.weight.copy_(torch.eye(*proj.weight.shape))
+        emb = model.get_input_embeddings().weight
+        emb[marker_token_ids] = torch.randn(len(marker_token_ids), emb.shape[1]) * SLOT_EMBEDDING_STD
 
 
 def check_model_spec(spec: str) -> None:
@@ -91,6 +114,8 @@ def build_tiny(tokenizer, seed: int = 0, cache_dir: Optional[Path] = None, **ove
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
     cfg = dict(TINY_CONFIG, **overrides)
+    cfg.setdefault("layer_types", ["sliding_attention"] + ["full_attention"] * (cfg["num_hidden_layers"] - 1))
+    cfg["use_sliding_window"] = True
     vocab = tokenizer.get_vocab()
     key = json.dumps([cfg, seed, sorted(vocab.items())], sort_keys=True).encode()
     path = Path(cache_dir or DEFAULT_CACHE) / f"tiny-{hashlib.sha1(key).hexdigest()[:12]}"
@@ -107,6 +132,8 @@ def build_tiny(tokenizer, seed: int = 0, cache_dir: Optional[Path] = None, **ove
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 model = AutoModelForCausalLM.from_config(config)
+                markers = [i for t, i in vocab.items() if re.fullmatch(r"<c\d+>|<need:\w+>", t)]
+                _pointer_priors(model, markers)
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
 

@@ -20,14 +20,13 @@ def _fresh_policy_state(cfg: TrainConfig, tmp_path):
     from flexrec.models import load_policy
     from flexrec.prompt_adapter import with_trend_tags
     from flexrec.train import SPLITS
-    from flexrec.train_setup import make_tokenizer_factory, world_options
+    from flexrec.train_setup import make_tokenizer_factory, tiny_overrides, world_options
 
     data = with_trend_tags(load(cfg.data, **world_options(cfg)))
     train_ex = build_examples(data, None, "train", cfg.num_candidates, cfg.seed, split_fractions=SPLITS)
     policy, _ = load_policy(cfg.model, cfg.num_candidates, make_tokenizer_factory(data, train_ex, cfg), seed=cfg.seed,
                             cache_dir=tmp_path / "cache",
-                            tiny_overrides=dict(hidden_size=cfg.tiny_hidden, num_hidden_layers=cfg.tiny_layers,
-                                                intermediate_size=3 * cfg.tiny_hidden))
+                            tiny_overrides=tiny_overrides(cfg))
     return policy.state_dict()
 
 
@@ -124,11 +123,11 @@ def test_cli_flags_and_config_file(tmp_path):
 @pytest.mark.slow
 def test_short_run_raises_ndcg_on_the_training_need(tmp_path):
     cfg = dataclasses.replace(
-        TrainConfig(), need="maximize_interest", world_users=300, sft_steps=150, rl_steps=40, eval_every=1000,
+        TrainConfig(), need="maximize_interest", world_users=400, sft_steps=200, rl_steps=20, eval_every=1000,
         critic_ensemble=1, critic_epochs=20, cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "run"),
         progress=False,
     )
     results = train(cfg)
     before = results["untrained"]["maximize_interest"]["ndcg@5"]
     after = results["rl"]["maximize_interest"]["ndcg@5"]
-    assert after > before + 0.05, results
+    assert after > before + 0.1, results  # measured: 0.68 -> 0.89 at step 200 with 1000 users
