@@ -208,7 +208,7 @@ def sft_step(policy, optimizer, batch, gains: torch.Tensor, cfg: TrainConfig) ->
     n = min(cfg.sft_positions or K - 1, K - 1)  # the last step is forced (one candidate left)
     loss = rl.sft_loss(logprob[:, 0, :n])
     _step(policy, optimizer, loss, cfg)
-    return {"sft/loss": float(loss), "sft/entropy": float(entropy[:, 0, :-1].mean())}
+    return {"sft/loss": float(loss.detach()), "sft/entropy": float(entropy[:, 0, :-1].detach().mean())}
 
 
 def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConfig, gen) -> dict:
@@ -239,7 +239,7 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
                                cfg.kl_coef, cfg.entropy_coef)
         _step(policy, optimizer, out.loss, cfg)
     sequence_ndcg = swap_reward(ranked_gains, 5, "sequence")[:, 0]
-    return {"rl/loss": float(out.loss), "rl/reward": float(sequence_ndcg.mean()), "rl/kl": float(out.kl),
+    return {"rl/loss": float(out.loss.detach()), "rl/reward": float(sequence_ndcg.mean()), "rl/kl": float(out.kl),
             "rl/entropy": float(out.entropy), "rl/clip_frac": float(out.clip_frac)}
 
 

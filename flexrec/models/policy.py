@@ -167,7 +167,7 @@ class RankingPolicy(nn.Module):
         backbone = self._backbone()
         flat = perm.reshape(N, K)
         cont = self.slot_ids[flat[:, : K - 1]]  # (N, K-1)
-        if getattr(self._base(), "is_gradient_checkpointing", False) and self.training:
+        if getattr(backbone, "gradient_checkpointing", False) and self.training:
             ids, mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)
             full_mask = torch.cat([mask, mask.new_ones(N, K - 1)], 1)
             out = backbone(

@@ -66,3 +66,20 @@ def test_right_padded_prompts_rank_like_left_padded(world_and_policy):
     b = policy.rank(right_ids, right_mask, 6, greedy=True).perm
     assert torch.equal(a, b)
 
+
+
+def test_lora_policy_trains_adapters_and_slot_rows(tmp_path):
+    from flexrec.data import build_examples, collate, load, train_tiny_tokenizer
+    from flexrec.models import load_policy
+
+    data = load("synthetic", seed=0, n_users=30, n_items=40, n_topics=3)
+    examples = build_examples(data, ["maximize_interest"], "train", K=4, seed=0)[:2]
+    policy, tok = load_policy("tiny", 4, train_tiny_tokenizer, lora_rank=2, cache_dir=tmp_path,
+                              tiny_overrides=dict(hidden_size=32, intermediate_size=64))
+    batch = collate(examples, tok, data, max_history=2)
+    out = policy.rank(batch.input_ids, batch.attention_mask, 4, samples=2, generator=torch.Generator().manual_seed(0))
+    logprob, _ = policy.logprobs(batch.input_ids, batch.attention_mask, out.perm)
+    torch.testing.assert_close(logprob, out.logprob, atol=1e-5, rtol=1e-5)
+    logprob.sum().backward()
+    names = [n for n, p in policy.named_parameters() if p.requires_grad and p.grad is not None]
+    assert any("lora" in n for n in names) and any("embed" in n for n in names)
