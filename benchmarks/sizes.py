@@ -45,6 +45,11 @@ PEERS_HISTORY = 2  # history items per prompt (prompt length is most of the CPU 
 PEERS_ROLLOUT_CPU = {"tiny": [8, 32], "smollm2-135m": [2]}
 PEERS_ROLLOUT_CPU_FULL = {"tiny": [8, 32, 128], "smollm2-135m": [4, 8]}
 PEERS_ROLLOUT_GPU = {"tiny": [8, 64, 256], "smollm2-135m": [8, 64, 256]}
+# Grouped rollouts, the RL shape: P prompts x G sampled rankings each (flexrec runs each prompt
+# once and repeats its KV cache; generate's num_return_sequences runs it G times).
+PEERS_GROUPED_CPU = {"tiny": [{"P": 4, "G": 8}]}
+PEERS_GROUPED_CPU_FULL = {"tiny": [{"P": 4, "G": 8}], "smollm2-135m": [{"P": 1, "G": 8}]}
+PEERS_GROUPED_GPU = {"tiny": [{"P": 8, "G": 8}], "smollm2-135m": [{"P": 8, "G": 8}]}
 # Training step: P prompts x G sampled rankings per prompt.
 PEERS_TRAIN_CPU = {"tiny": [{"P": 8, "G": 8}]}
 PEERS_TRAIN_CPU_FULL = {"tiny": [{"P": 8, "G": 8}], "smollm2-135m": [{"P": 1, "G": 4}]}

@@ -259,11 +259,13 @@ def sampling_kwargs(tok) -> dict:
 
 
 @torch.no_grad()
-def text_rollout(model, tok, inputs: dict, K: int) -> tuple[torch.Tensor, int]:
+def text_rollout(model, tok, inputs: dict, K: int, samples: int = 1) -> tuple[torch.Tensor, int]:
     """``generate`` writes each ranking as text; it may stop at eos no earlier than the length of a
-    complete ranking of K identifiers. Returns (perm (B, K), number of outputs that needed repair)."""
+    complete ranking of K identifiers; ``samples`` rankings per prompt (``num_return_sequences``).
+    Returns (perm (B * samples, K), number of outputs that needed repair)."""
     n_new = full_ranking_tokens(tok, K)
-    out = model.generate(**inputs, max_new_tokens=n_new, min_new_tokens=n_new, **sampling_kwargs(tok))
+    out = model.generate(**inputs, max_new_tokens=n_new, min_new_tokens=n_new, num_return_sequences=samples,
+                         **sampling_kwargs(tok))
     texts = tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     parsed = [parse_ranking(t, K) for t in texts]
     return torch.tensor([p for p, _ in parsed]), sum(r for _, r in parsed)
@@ -302,12 +304,15 @@ class AllowedSlots(LogitsProcessor):
 
 
 @torch.no_grad()
-def constrained_rollout(model, tok, slot_ids: torch.Tensor, input_ids, attention_mask, K: int) -> torch.Tensor:
-    """``generate`` over the slot tokens with ``AllowedSlots``: exactly K new tokens. Returns perm (B, K)."""
+def constrained_rollout(model, tok, slot_ids: torch.Tensor, input_ids, attention_mask, K: int,
+                        samples: int = 1) -> torch.Tensor:
+    """``generate`` over the slot tokens with ``AllowedSlots``: exactly K new tokens, ``samples``
+    rankings per prompt. Returns perm (B * samples, K)."""
     V = model.get_output_embeddings().weight.shape[0]
     proc = AllowedSlots(slot_ids[:K], input_ids.shape[1], V)
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=K, min_new_tokens=K,
-                         logits_processor=LogitsProcessorList([proc]), **sampling_kwargs(tok))
+                         num_return_sequences=samples, logits_processor=LogitsProcessorList([proc]),
+                         **sampling_kwargs(tok))
     return proc.slot_of[out[:, input_ids.shape[1]:]]
 
 

@@ -26,18 +26,21 @@ def fmt(x, digits: int = 2) -> str:
 
 
 def rollouts() -> None:
-    print("| model | B | provider | prompt / new tokens | median ms | rankings/s | peak MiB | repaired | "
+    print("| model | B (P x G) | provider | prompt / new tokens | median ms | rankings/s | peak MiB | repaired | "
           "flexrec x | decode-phase x | FLOP bound | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     data = rows("peers_rollouts")
     for r in data:
-        fx = next((f for f in data if f["provider"] == "flexrec" and f["model"] == r["model"] and f["B"] == r["B"]), {})
+        fx = next((f for f in data if f["provider"] == "flexrec" and f["model"] == r["model"] and f["B"] == r["B"]
+                   and f.get("G", 1) == r.get("G", 1)), {})
         key = {"text": "x_vs_text", "constrained": "x_vs_constrained"}.get(r["provider"])
         speed = fmt(fx.get(key)) + "x" if key and fx.get(key) else ""
-        decode = fmt(fx.get("decode_x_vs_constrained")) + "x" if r["provider"] == "constrained" and fx else ""
+        decode = (fmt(fx["decode_x_vs_constrained"]) + "x"
+                  if r["provider"] == "constrained" and fx.get("decode_x_vs_constrained") else "")
         bound = fmt(fx.get("flop_bound_vs_constrained")) + "x" if r["provider"] == "constrained" and fx else ""
         repaired = f"{r['repaired']}/{r['B']}"
-        print(f"| {r['model']} | {r['B']} | {r['provider']} | {r['prompt_tokens']} / {r['new_tokens']} | "
+        shape = f"{r['B']} ({r['B'] // r.get('G', 1)} x {r.get('G', 1)})" if r.get("G", 1) > 1 else str(r["B"])
+        print(f"| {r['model']} | {shape} | {r['provider']} | {r['prompt_tokens']} / {r['new_tokens']} | "
               f"{fmt(r['median_ms'], 0)} | {fmt(r['rankings_per_s'])} | {fmt(r['peak_mib'], 1)} | {repaired} | "
               f"{speed} | {decode} | {bound} | {r.get('load1')} |")
 

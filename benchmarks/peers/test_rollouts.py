@@ -8,6 +8,10 @@
 - constrained: ``generate`` over the slot tokens with the vectorised ``AllowedSlots`` processor;
 - flexrec: ``RankingPolicy.rank`` (candidate-restricted head, remaining-pool mask, KV cache).
 
+Two shapes: B prompts with one ranking each (G = 1), and the RL shape, P prompts with G sampled
+rankings each (B = P x G rows; ``num_return_sequences=G`` for ``generate``, ``samples=G`` for
+flexrec, which runs each prompt once and repeats its KV cache).
+
 Rows (benchmarks/out/peers_rollouts.json): median ms, rankings per second, peak memory above the
 start; the flexrec row adds its speed-ups over both peers, the FLOP bound (body + full head over
 body + candidate head) and the decode-phase speed-up over the constrained peer (the prompt pass,
@@ -20,17 +24,21 @@ import importlib.util
 
 import pytest
 import torch
-from sizes import PEERS_K, PEERS_ROLLOUT_CPU, PEERS_ROLLOUT_CPU_FULL, PEERS_ROLLOUT_GPU, peers_full, size_id
+from sizes import (PEERS_GROUPED_CPU, PEERS_GROUPED_CPU_FULL, PEERS_GROUPED_GPU, PEERS_K, PEERS_ROLLOUT_CPU,
+                   PEERS_ROLLOUT_CPU_FULL, PEERS_ROLLOUT_GPU, peers_full, size_id)
 
 from peers import common
 
 FILE = "peers_rollouts"
 PROVIDERS = ("text", "constrained", "flexrec")
 SIZES = PEERS_ROLLOUT_GPU if common.DEVICE == "cuda" else (PEERS_ROLLOUT_CPU_FULL if peers_full() else PEERS_ROLLOUT_CPU)
+GROUPED = PEERS_GROUPED_GPU if common.DEVICE == "cuda" else (PEERS_GROUPED_CPU_FULL if peers_full() else PEERS_GROUPED_CPU)
+# (model, prompts, rankings per prompt): B rows of one ranking each, then the grouped RL shape.
+SHAPES = [(m, B, 1) for m, batches in SIZES.items() for B in batches] + [
+    (m, g["P"], g["G"]) for m, groups in GROUPED.items() for g in groups]
 PARAMS = [
-    pytest.param(model, B, provider, id=f"{model}-{size_id({'B': B, 'K': PEERS_K})}-{provider}")
-    for model, batches in SIZES.items()
-    for B in batches
+    pytest.param(model, P, G, provider, id=f"{model}-{size_id({'P': P, 'G': G, 'K': PEERS_K})}-{provider}")
+    for model, P, G in SHAPES
     for provider in PROVIDERS
 ]
 
@@ -70,29 +78,31 @@ def prefill_ms(policy, batch) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-@pytest.mark.parametrize("model,B,provider", PARAMS)
-def test_rollout(benchmark, model, B, provider):
+@pytest.mark.parametrize("model,P,G,provider", PARAMS)
+def test_rollout(benchmark, model, P, G, provider):
+    """P prompts, G sampled rankings each: B = P x G rankings per call."""
     skip_unavailable(model)
     policy, tok, _, _ = common.setup(model)
-    batch, text = inputs(model, B)
-    K, lm = PEERS_K, policy.model
+    batch, text = inputs(model, P)
+    K, lm, B = PEERS_K, policy.model, P * G
     if provider == "text":
-        fn = lambda: common.text_rollout(lm, tok, text, K)  # noqa: E731
+        fn = lambda: common.text_rollout(lm, tok, text, K, G)  # noqa: E731
         prompt_tokens, new_tokens = text["input_ids"].shape[1], common.full_ranking_tokens(tok, K)
     elif provider == "constrained":
         fn = lambda: common.constrained_rollout(lm, tok, policy.slot_ids, batch.input_ids,  # noqa: E731
-                                                batch.attention_mask, K)
+                                                batch.attention_mask, K, G)
         prompt_tokens, new_tokens = batch.input_ids.shape[1], K
     else:
-        fn = lambda: policy.rank(batch.input_ids, batch.attention_mask, K)  # noqa: E731
+        fn = lambda: policy.rank(batch.input_ids, batch.attention_mask, K, samples=G)  # noqa: E731
         prompt_tokens, new_tokens = batch.input_ids.shape[1], K
     peak, _ = common.peak_memory(fn)  # also the first warm-up
     n_rounds, warmup = rounds(model)
-    out, row = common.timed_peer(benchmark, FILE, "rollout", provider, fn, n_rounds, warmup, model=model, B=B, K=K)
+    out, row = common.timed_peer(benchmark, FILE, "rollout", provider, fn, n_rounds, warmup, model=model, B=B, G=G,
+                                 K=K)
     if provider == "text":
         perm, repaired = out
     else:
-        perm, repaired = (out if provider == "constrained" else out.perm[:, 0]), 0
+        perm, repaired = (out if provider == "constrained" else out.perm.reshape(B, K)), 0
     row.update(
         rankings_per_s=round(B / (row["median_ms"] / 1e3), 3),
         peak_mib=round(common.mib(peak), 1),
@@ -102,7 +112,7 @@ def test_rollout(benchmark, model, B, provider):
         new_tokens=int(new_tokens),
     )
     if provider == "flexrec":
-        peers = common.peer_rows(FILE, model=model, B=B, K=K)
+        peers = common.peer_rows(FILE, model=model, B=B, G=G, K=K)
         pre = prefill_ms(policy, batch)
         flops = common.decode_flops(lm, prompt_tokens + K / 2, K)
         text_row, con_row = peers.get("text"), peers.get("constrained")
@@ -110,7 +120,9 @@ def test_rollout(benchmark, model, B, provider):
             prefill_ms=round(pre, 2),
             x_vs_text=common.ratio(text_row and text_row["median_ms"], row["median_ms"]),
             x_vs_constrained=common.ratio(con_row and con_row["median_ms"], row["median_ms"]),
-            decode_x_vs_constrained=common.ratio(con_row and con_row["median_ms"] - pre, row["median_ms"] - pre),
+            # Only for G = 1: with G > 1 generate runs each prompt G times, flexrec once.
+            decode_x_vs_constrained=(common.ratio(con_row and con_row["median_ms"] - pre, row["median_ms"] - pre)
+                                     if G == 1 else None),
             flop_bound_vs_constrained=round(flops["bound"], 3),
             mem_vs_text=common.ratio(row["peak_mib"], text_row and text_row["peak_mib"]),
             mem_vs_constrained=common.ratio(row["peak_mib"], con_row and con_row["peak_mib"]),
