@@ -26,7 +26,7 @@ from flexrec.critic import build_imputer, calibrate, fill_pools
 from flexrec.data import NEEDS, build_examples, load, split_users
 from flexrec.evaluation import evaluate, policy_ranker, popularity_ranker
 from flexrec.models import check_model_spec, load_policy
-from flexrec.models._ops import swap_reward, swap_reward_var
+from flexrec.ops import swap_reward, swap_reward_var
 from flexrec.prompt_adapter import with_trend_tags
 from flexrec.report import results_table, write_report
 from flexrec.runlog import RunDir, load_checkpoint, rng_state, set_rng_state

@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-from flexrec.models._ops import candidate_logits, permutation_logprob, pool_sample
+from flexrec.ops import candidate_logits, permutation_logprob, pool_sample
 
 
 class Rollout(NamedTuple):
