@@ -54,7 +54,7 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
              f"- settings: `{json.dumps(base, sort_keys=True)}`",
              f"- machine: {machine()}; {out.get('runs', 0)} training runs took {out.get('train_seconds', 0) / 60:.1f} min "
              f"when they ran; this report's call took {out['seconds'] / 60:.1f} min (finished runs are reused)",
-             f"- code: {code_version()}",
+             f"- code: {out.get('code') or code_version()} (when the experiment started)",
              "- every number is the mean over test users (pooled over seeds) on the TRUE labels, with a 95% "
              "bootstrap interval over users stratified by seed; `seed sd` is the standard deviation of the "
              "per-seed NDCG@5 means.",
@@ -87,7 +87,7 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
     md.write_text("\n".join(lines) + "\n")
     (out_dir / f"{exp.name}.json").write_text(json.dumps(
         {"experiment": exp.name, "command": command, "size": size, "seeds": seeds, "settings": base,
-         "machine": machine(), "code": code_version(), "seconds": out["seconds"],
+         "machine": machine(), "code": out.get("code") or code_version(), "seconds": out["seconds"],
          "train_seconds": out.get("train_seconds"),
          "results": summary}, indent=1, default=str) + "\n")
     return md

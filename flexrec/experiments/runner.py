@@ -160,7 +160,9 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
     base = dict(SIZES[size], model=model, data=data, device=device, progress=False, **(extra or {}))
     cells = {s.label: {e.label: {m.label: Cell() for m in exp.methods} for e in exp.evaluations} for s in exp.settings}
     curves = {s.label: {m.label: [] for m in exp.methods if m.kind == "rl"} for s in exp.settings}
-    start, runs = time.time(), []
+    from flexrec.experiments.report import code_version
+
+    start, runs, code = time.time(), [], code_version()  # the code that trains, read before anything runs
     for seed in range(seeds):
         for setting in exp.settings:
             root = Path(runs_root) / exp.name / setting.label.replace(" ", "_") / f"seed{seed}"
@@ -208,7 +210,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                         check_against_trainer(*checked, per_user)
                     cells[setting.label][ev.label][method.label].add(seed, per_user)
     return {"cells": cells, "curves": curves, "seconds": time.time() - start, "base": base,
-            "train_seconds": sum(adapters.wall_seconds(r) for r in runs), "runs": len(runs)}
+            "train_seconds": sum(adapters.wall_seconds(r) for r in runs), "runs": len(runs), "code": code}
 
 
 def with_overrides(method: Method, **overrides) -> Method:
