@@ -27,8 +27,8 @@ def fmt(x, digits: int = 2) -> str:
 
 def rollouts() -> None:
     print("| model | B (P x G) | provider | prompt / new tokens | median ms | rankings/s | peak MiB | repaired | "
-          "flexrec x | decode-phase x | FLOP bound | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "flexrec x | interleaved x | decode-phase x | FLOP bound | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     data = rows("peers_rollouts")
     for r in data:
         fx = next((f for f in data if f["provider"] == "flexrec" and f["model"] == r["model"] and f["B"] == r["B"]
@@ -37,12 +37,14 @@ def rollouts() -> None:
         speed = fmt(fx.get(key)) + "x" if key and fx.get(key) else ""
         decode = (fmt(fx["decode_x_vs_constrained"]) + "x"
                   if r["provider"] == "constrained" and fx.get("decode_x_vs_constrained") else "")
+        inter = (fmt(fx["x_vs_constrained_interleaved"]) + "x"
+                 if r["provider"] == "constrained" and fx.get("x_vs_constrained_interleaved") else "")
         bound = fmt(fx.get("flop_bound_vs_constrained")) + "x" if r["provider"] == "constrained" and fx else ""
         repaired = f"{r['repaired']}/{r['B']}"
         shape = f"{r['B']} ({r['B'] // r.get('G', 1)} x {r.get('G', 1)})" if r.get("G", 1) > 1 else str(r["B"])
         print(f"| {r['model']} | {shape} | {r['provider']} | {r['prompt_tokens']} / {r['new_tokens']} | "
               f"{fmt(r['median_ms'], 0)} | {fmt(r['rankings_per_s'])} | {fmt(r['peak_mib'], 1)} | {repaired} | "
-              f"{speed} | {decode} | {bound} | {r.get('load1')} |")
+              f"{speed} | {inter} | {decode} | {bound} | {r.get('load1')} |")
 
 
 def train_step() -> None:

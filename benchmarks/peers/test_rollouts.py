@@ -13,7 +13,8 @@ rankings each (B = P x G rows; ``num_return_sequences=G`` for ``generate``, ``sa
 flexrec, which runs each prompt once and repeats its KV cache).
 
 Rows (benchmarks/out/peers_rollouts.json): median ms, rankings per second, peak memory above the
-start; the flexrec row adds its speed-ups over both peers, the FLOP bound (body + full head over
+start; the flexrec row adds its speed-ups over both peers (and over the constrained peer with the
+two run alternately, round by round: ``x_vs_constrained_interleaved``), the FLOP bound (body + full head over
 body + candidate head) and the decode-phase speed-up over the constrained peer (the prompt pass,
 ``prefill_ms``, is the same for both and is taken out). Never fails on speed.
 """
@@ -78,6 +79,22 @@ def prefill_ms(policy, batch) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def interleaved_ratio(peer, ours, rounds: int) -> float:
+    """Median time of ``peer`` over ``ours``, the two run alternately, round by round, so that both
+    see the same machine load (on a shared box, separate blocks of rounds do not)."""
+    import statistics
+    import time
+
+    times: dict = {"peer": [], "ours": []}
+    for _ in range(rounds):
+        for name, fn in (("peer", peer), ("ours", ours)):
+            t0 = time.perf_counter()
+            fn()
+            common.sync()
+            times[name].append(time.perf_counter() - t0)
+    return common.ratio(statistics.median(times["peer"]), statistics.median(times["ours"]))
+
+
 @pytest.mark.parametrize("model,P,G,provider", PARAMS)
 def test_rollout(benchmark, model, P, G, provider):
     """P prompts, G sampled rankings each: B = P x G rankings per call."""
@@ -85,12 +102,13 @@ def test_rollout(benchmark, model, P, G, provider):
     policy, tok, _, _ = common.setup(model)
     batch, text = inputs(model, P)
     K, lm, B = PEERS_K, policy.model, P * G
+    constrained = lambda: common.constrained_rollout(lm, tok, policy.slot_ids, batch.input_ids,  # noqa: E731
+                                                     batch.attention_mask, K, G)
     if provider == "text":
         fn = lambda: common.text_rollout(lm, tok, text, K, G)  # noqa: E731
         prompt_tokens, new_tokens = text["input_ids"].shape[1], common.full_ranking_tokens(tok, K)
     elif provider == "constrained":
-        fn = lambda: common.constrained_rollout(lm, tok, policy.slot_ids, batch.input_ids,  # noqa: E731
-                                                batch.attention_mask, K, G)
+        fn = constrained
         prompt_tokens, new_tokens = batch.input_ids.shape[1], K
     else:
         fn = lambda: policy.rank(batch.input_ids, batch.attention_mask, K, samples=G)  # noqa: E731
@@ -117,6 +135,8 @@ def test_rollout(benchmark, model, P, G, provider):
         flops = common.decode_flops(lm, prompt_tokens + K / 2, K)
         text_row, con_row = peers.get("text"), peers.get("constrained")
         row.update(
+            x_vs_constrained_interleaved=interleaved_ratio(constrained, fn, 2 if model != "tiny" and
+                                                           common.DEVICE == "cpu" else 5),
             prefill_ms=round(pre, 2),
             x_vs_text=common.ratio(text_row and text_row["median_ms"], row["median_ms"]),
             x_vs_constrained=common.ratio(con_row and con_row["median_ms"], row["median_ms"]),
