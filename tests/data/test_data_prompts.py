@@ -131,9 +131,10 @@ def test_collate(world, examples, slot_tokenizer):
         collate([examples[0], build_examples(world, split="val", K=10, max_users=1)[0]], slot_tokenizer, world)
 
 
-def test_cli_prints_stats_labels_and_a_prompt():
+def test_cli_prints_stats_labels_and_a_prompt(tmp_path):
+    # cwd outside the checkout, so that `-m` imports the installed package (as a user runs it).
     out = subprocess.run([sys.executable, "-m", "flexrec.data", "--data", "synthetic", "--users", "10"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+                         capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path).stdout
     assert "== dataset synthetic" in out and "maximize_interest" in out and "trend_promotion" in out
     assert "<c29>" in out and "<|im_start|>assistant" in out
 

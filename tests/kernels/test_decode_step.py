@@ -183,9 +183,11 @@ TRITON_BACKEND_SCRIPT = textwrap.dedent(
 )
 
 
-def test_public_ops_with_triton_backend_subprocess():
+def test_public_ops_with_triton_backend_subprocess(tmp_path):
     env = dict(os.environ, FLEXREC_BACKEND="triton", TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, "-c", TRITON_BACKEND_SCRIPT], env=env,
+    # cwd outside the checkout: `python -c` puts the cwd first on sys.path, and the checkout's
+    # flexrec/ has no compiled extension when the package was installed non-editable (as in CI).
+    proc = subprocess.run([sys.executable, "-c", TRITON_BACKEND_SCRIPT], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "triton backend ok" in proc.stdout
