@@ -114,3 +114,35 @@ def check_no_nan(name: str, x: Tensor) -> None:
     if _is_fake(x):
         return
     check_finite(name, x)
+
+
+def check_head_inputs(
+    hidden: Tensor, weight: Tensor, cand_ids: Tensor, bias: Tensor | None
+) -> list[tuple[str, Tensor]]:
+    """Shape and dtype checks of a candidate-restricted head's inputs (candidate_logits and
+    decode_step). Returns the (name, tensor) pairs for the device check."""
+    check_2d("hidden", hidden, "(N, H)")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
+        raise ValueError(
+            f"weight must be (V, H) with H = hidden.shape[1] = {hidden.shape[1]}, "
+            f"got {tuple(weight.shape)}"
+        )
+    check_2d("cand_ids", cand_ids, "(N, K)")
+    if cand_ids.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"cand_ids has {cand_ids.shape[0]} rows but hidden has {hidden.shape[0]}; one row of "
+            "candidate ids per hidden state"
+        )
+    check_float("hidden", hidden)
+    check_float("weight", weight)
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"hidden is {hidden.dtype} but weight is {weight.dtype}; cast one of them")
+    check_int64("cand_ids", cand_ids)
+    named = [("hidden", hidden), ("weight", weight), ("cand_ids", cand_ids)]
+    if bias is not None:
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must be (V,) = ({weight.shape[0]},), got {tuple(bias.shape)}")
+        if bias.dtype != weight.dtype:
+            raise TypeError(f"bias is {bias.dtype} but weight is {weight.dtype}; cast one of them")
+        named.append(("bias", bias))
+    return named

@@ -109,30 +109,8 @@ def candidate_logits(
         hidden (N, H), weight (V, H), cand_ids (N, K) int64, bias (V,) or None -> (N, K),
         hidden's dtype.
     """
-    _checks.check_2d("hidden", hidden, "(N, H)")
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
-        raise ValueError(
-            f"weight must be (V, H) with H = hidden.shape[1] = {hidden.shape[1]}, "
-            f"got {tuple(weight.shape)}"
-        )
-    _checks.check_2d("cand_ids", cand_ids, "(N, K)")
-    if cand_ids.shape[0] != hidden.shape[0]:
-        raise ValueError(
-            f"cand_ids has {cand_ids.shape[0]} rows but hidden has {hidden.shape[0]}; one row of "
-            "candidate ids per hidden state"
-        )
-    _checks.check_float("hidden", hidden)
-    _checks.check_float("weight", weight)
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"hidden is {hidden.dtype} but weight is {weight.dtype}; cast one of them")
-    _checks.check_int64("cand_ids", cand_ids)
-    named = [("hidden", hidden), ("weight", weight), ("cand_ids", cand_ids)]
+    named = _checks.check_head_inputs(hidden, weight, cand_ids, bias)
     if bias is not None:
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must be (V,) = ({weight.shape[0]},), got {tuple(bias.shape)}")
-        if bias.dtype != weight.dtype:
-            raise TypeError(f"bias is {bias.dtype} but weight is {weight.dtype}; cast one of them")
-        named.append(("bias", bias))
         bias = bias.contiguous()
     _checks.check_same_device(*named)
     _checks.check_ids("cand_ids", cand_ids, weight.shape[0])

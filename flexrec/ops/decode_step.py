@@ -90,37 +90,16 @@ def decode_step(
         -> index (B,) int64, logprob (B,) (float32 for half/bfloat16 inputs, else hidden's
         dtype), used_out (B, K) bool.
     """
-    _checks.check_2d("hidden", hidden, "(B, H)")
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
-        raise ValueError(
-            f"weight must be (V, H) with H = hidden.shape[1] = {hidden.shape[1]}, "
-            f"got {tuple(weight.shape)}"
-        )
-    _checks.check_2d("cand_ids", cand_ids, "(B, K)")
-    if cand_ids.shape[0] != hidden.shape[0]:
-        raise ValueError(
-            f"cand_ids has {cand_ids.shape[0]} rows but hidden has {hidden.shape[0]}; one row of "
-            "candidate ids per hidden state"
-        )
-    _checks.check_float("hidden", hidden)
-    _checks.check_float("weight", weight)
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"hidden is {hidden.dtype} but weight is {weight.dtype}; cast one of them")
-    _checks.check_int64("cand_ids", cand_ids)
+    named = _checks.check_head_inputs(hidden, weight, cand_ids, bias)
     _checks.check_bool("used", used)
     _checks.check_same_shape("used", used, "cand_ids", cand_ids)
-    named = [("hidden", hidden), ("weight", weight), ("cand_ids", cand_ids), ("used", used)]
+    named.append(("used", used))
     if gumbel is not None:
         _checks.check_float("gumbel", gumbel)
         _checks.check_same_shape("gumbel", gumbel, "cand_ids", cand_ids)
         named.append(("gumbel", gumbel))
         gumbel = gumbel.contiguous()
     if bias is not None:
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must be (V,) = ({weight.shape[0]},), got {tuple(bias.shape)}")
-        if bias.dtype != weight.dtype:
-            raise TypeError(f"bias is {bias.dtype} but weight is {weight.dtype}; cast one of them")
-        named.append(("bias", bias))
         bias = bias.contiguous()
     _checks.check_same_device(*named)
     _checks.check_temperature(temperature)
