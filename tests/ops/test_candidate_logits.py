@@ -99,3 +99,19 @@ def test_bad_inputs(gen):
         candidate_logits(hidden.double(), weight, ids)
     with pytest.raises(ValueError, match=r"bias must be \(V,\)"):
         candidate_logits(hidden, weight, ids, torch.zeros(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("K", [1, 5, 30])
+def test_frozen_head_gradient_matches_reference_without_a_weight_gradient(dtype, K):
+    # With weight.requires_grad False the backward takes the embedding-bag path, which never
+    # allocates the (V, H) weight gradient; grad_hidden must equal the reference's.
+    N, H, V = 9, 24, 97
+    hidden = torch.randn(N, H, dtype=dtype, requires_grad=True)
+    weight = torch.randn(V, H, dtype=dtype)
+    cand_ids = torch.stack([torch.randperm(V)[:K] for _ in range(N)])
+    grad = torch.randn(N, K, dtype=dtype)
+    (got,) = torch.autograd.grad(candidate_logits(hidden, weight, cand_ids), hidden, grad)
+    (want,) = torch.autograd.grad(reference.candidate_logits(hidden, weight, cand_ids), hidden, grad)
+    torch.testing.assert_close(got, want)
+    assert weight.grad is None
