@@ -34,19 +34,9 @@ def check_same_device(*named: tuple[str, Tensor]) -> None:
         raise ValueError(f"inputs must be on one device, got {listing}; move them with .to(device)")
 
 
-def check_finite(name: str, x: Tensor) -> None:
-    if torch.isnan(x).any():
-        raise ValueError(f"{name} contains NaN; check the model's outputs or the inputs upstream")
-
-
 def check_mode(mode: str, modes: tuple[str, ...]) -> None:
     if mode not in modes:
         raise ValueError(f"unknown reward mode {mode!r}; expected one of {', '.join(modes)}")
-
-
-def check_cpu_or_cuda_device(name: str, x: Tensor) -> None:
-    if x.device.type not in ("cpu", "cuda", "meta"):
-        raise ValueError(f"{name} is on {x.device}; flexrec ops run on cpu or cuda tensors")
 
 
 def check_int64(name: str, x: Tensor) -> None:
@@ -111,9 +101,31 @@ def check_ids(name: str, ids: Tensor, V: int) -> None:
 
 
 def check_no_nan(name: str, x: Tensor) -> None:
-    if _is_fake(x):
-        return
-    check_finite(name, x)
+    if not _is_fake(x) and bool(torch.isnan(x).any()):
+        raise ValueError(f"{name} contains NaN; check the model's outputs or the inputs upstream")
+
+
+def check_pool_inputs(
+    op: str, used: Tensor, gumbel: Tensor | None, temperature: float, like_name: str, like: Tensor
+) -> list[tuple[str, Tensor]]:
+    """Checks of one decoding step's pool state (pool_sample and decode_step): ``used`` and
+    ``gumbel`` shaped like ``like`` (B, K), a positive temperature, and every row with at least
+    one candidate left. Returns the (name, tensor) pairs for the device check."""
+    check_bool("used", used)
+    check_same_shape("used", used, like_name, like)
+    named = [("used", used)]
+    if gumbel is not None:
+        check_float("gumbel", gumbel)
+        check_same_shape("gumbel", gumbel, like_name, like)
+        named.append(("gumbel", gumbel))
+    check_temperature(temperature)
+    if not _is_fake(used) and bool(used.all(dim=-1).any()):
+        row = int(used.all(dim=-1).nonzero()[0, 0])
+        raise ValueError(
+            f"{op}: row {row} has no allowed candidate (every entry of used is True); "
+            "a permutation of K candidates takes exactly K steps"
+        )
+    return named
 
 
 def check_head_inputs(

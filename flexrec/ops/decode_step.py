@@ -91,25 +91,13 @@ def decode_step(
         dtype), used_out (B, K) bool.
     """
     named = _checks.check_head_inputs(hidden, weight, cand_ids, bias)
-    _checks.check_bool("used", used)
-    _checks.check_same_shape("used", used, "cand_ids", cand_ids)
-    named.append(("used", used))
+    named += _checks.check_pool_inputs("decode_step", used, gumbel, temperature, "cand_ids", cand_ids)
+    _checks.check_same_device(*named)
+    _checks.check_ids("cand_ids", cand_ids, weight.shape[0])
     if gumbel is not None:
-        _checks.check_float("gumbel", gumbel)
-        _checks.check_same_shape("gumbel", gumbel, "cand_ids", cand_ids)
-        named.append(("gumbel", gumbel))
         gumbel = gumbel.contiguous()
     if bias is not None:
         bias = bias.contiguous()
-    _checks.check_same_device(*named)
-    _checks.check_temperature(temperature)
-    _checks.check_ids("cand_ids", cand_ids, weight.shape[0])
-    if not _checks._is_fake(used) and bool(used.all(dim=-1).any()):
-        row = int(used.all(dim=-1).nonzero()[0, 0])
-        raise ValueError(
-            f"decode_step: row {row} has no allowed candidate (every entry of used is True); "
-            "a permutation of K candidates takes exactly K steps"
-        )
     return _decode_step(
         hidden.contiguous(),
         weight.contiguous(),

@@ -71,21 +71,10 @@ def pool_sample(
     """
     _checks.check_2d("logits", logits, "(B, K)")
     _checks.check_float("logits", logits)
-    _checks.check_bool("used", used)
-    _checks.check_same_shape("used", used, "logits", logits)
-    named = [("logits", logits), ("used", used)]
-    if gumbel is not None:
-        _checks.check_float("gumbel", gumbel)
-        _checks.check_same_shape("gumbel", gumbel, "logits", logits)
-        named.append(("gumbel", gumbel))
-        gumbel = gumbel.contiguous()
+    named = [("logits", logits)]
+    named += _checks.check_pool_inputs("pool_sample", used, gumbel, temperature, "logits", logits)
     _checks.check_same_device(*named)
-    _checks.check_temperature(temperature)
     _checks.check_no_nan("logits", logits)
-    if not _checks._is_fake(used) and bool(used.all(dim=-1).any()):
-        row = int(used.all(dim=-1).nonzero()[0, 0])
-        raise ValueError(
-            f"pool_sample: row {row} has no allowed candidate (every entry of used is True); "
-            "a permutation of K candidates takes exactly K steps"
-        )
+    if gumbel is not None:
+        gumbel = gumbel.contiguous()
     return _pool_sample(logits.contiguous(), used.contiguous(), gumbel, float(temperature))
