@@ -19,13 +19,10 @@ from . import _util
 
 
 @triton.jit
-def candidate_logits_kernel(hidden_ptr, weight_ptr, ids_ptr, bias_ptr, out_ptr, K, H,
-                            HAS_BIAS: tl.constexpr, BLOCK_K: tl.constexpr,
-                            BLOCK_H: tl.constexpr, C: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
-    mk = offs_k < K
-    ids = tl.load(ids_ptr + row * K + offs_k, mask=mk, other=0).to(tl.int64)
+def candidate_dot(hidden_ptr, weight_ptr, ids, row, H, mk, BLOCK_K: tl.constexpr,
+                  BLOCK_H: tl.constexpr, C: tl.constexpr):
+    """hidden[row] . weight[ids[k]] for the row's K candidates, over H in BLOCK_H tiles, in C.
+    Shared with the fused decode_step."""
     acc = tl.zeros([BLOCK_K], dtype=C)
     for h0 in range(0, H, BLOCK_H):
         offs_h = h0 + tl.arange(0, BLOCK_H)
@@ -34,6 +31,18 @@ def candidate_logits_kernel(hidden_ptr, weight_ptr, ids_ptr, bias_ptr, out_ptr, 
         w = tl.load(weight_ptr + ids[:, None] * H + offs_h[None, :],
                     mask=mk[:, None] & mh[None, :], other=0.0).to(C)
         acc += tl.sum(w * h[None, :], axis=1)
+    return acc
+
+
+@triton.jit
+def candidate_logits_kernel(hidden_ptr, weight_ptr, ids_ptr, bias_ptr, out_ptr, K, H,
+                            HAS_BIAS: tl.constexpr, BLOCK_K: tl.constexpr,
+                            BLOCK_H: tl.constexpr, C: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    mk = offs_k < K
+    ids = tl.load(ids_ptr + row * K + offs_k, mask=mk, other=0).to(tl.int64)
+    acc = candidate_dot(hidden_ptr, weight_ptr, ids, row, H, mk, BLOCK_K, BLOCK_H, C)
     if HAS_BIAS:
         # Round the product first, as the reference (einsum, then + bias) does in low precision.
         acc = acc.to(out_ptr.dtype.element_ty).to(C)

@@ -14,6 +14,8 @@ import triton
 import triton.language as tl
 
 from . import _util
+from .candidate_logits import candidate_dot
+from .pool_sample import pick_from_pool
 
 
 @triton.jit
@@ -26,14 +28,7 @@ def decode_step_kernel(hidden_ptr, weight_ptr, ids_ptr, bias_ptr, used_ptr, gumb
     offs = tl.arange(0, BLOCK_K)
     mk = offs < K
     ids = tl.load(ids_ptr + row * K + offs, mask=mk, other=0).to(tl.int64)
-    acc = tl.zeros([BLOCK_K], dtype=C)
-    for h0 in range(0, H, BLOCK_H):
-        offs_h = h0 + tl.arange(0, BLOCK_H)
-        mh = offs_h < H
-        h = tl.load(hidden_ptr + row * H + offs_h, mask=mh, other=0.0).to(C)
-        w = tl.load(weight_ptr + ids[:, None] * H + offs_h[None, :],
-                    mask=mk[:, None] & mh[None, :], other=0.0).to(C)
-        acc += tl.sum(w * h[None, :], axis=1)
+    acc = candidate_dot(hidden_ptr, weight_ptr, ids, row, H, mk, BLOCK_K, BLOCK_H, C)
     # Round to the logits' dtype as candidate_logits does, so both paths pick the same candidate.
     logit = acc.to(hidden_ptr.dtype.element_ty).to(C)
     if HAS_BIAS:
@@ -43,19 +38,8 @@ def decode_step_kernel(hidden_ptr, weight_ptr, ids_ptr, bias_ptr, used_ptr, gumb
         t = tl.load(temp_ptr).to(C)
     else:
         t = temperature
-    used = tl.load(used_ptr + row * K + offs, mask=mk, other=1).to(tl.int1)
-    x = tl.where(used | (offs >= K), float("-inf"), logit / t)
-    if HAS_GUMBEL:
-        score = x + tl.load(gumbel_ptr + row * K + offs, mask=mk, other=0.0).to(C)
-    else:
-        score = x
-    index = tl.argmax(score, axis=0, tie_break_left=True)
-    x_max = tl.max(x, axis=0)
-    lse = x_max + tl.log(tl.sum(tl.exp(x - x_max), axis=0))
-    chosen = tl.sum(tl.where(offs == index, x, 0.0), axis=0)
-    tl.store(index_ptr + row, index.to(tl.int64))
-    tl.store(logprob_ptr + row, chosen - lse)
-    tl.store(used_out_ptr + row * K + offs, (used | (offs == index)).to(tl.int8), mask=mk)
+    pick_from_pool(logit, t, row, offs, mk, K, used_ptr, gumbel_ptr, index_ptr, logprob_ptr,
+                   used_out_ptr, HAS_GUMBEL, C)
 
 
 def decode_step(hidden: torch.Tensor, weight: torch.Tensor, cand_ids: torch.Tensor,

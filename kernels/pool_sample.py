@@ -15,17 +15,10 @@ from . import _util
 
 
 @triton.jit
-def pool_sample_kernel(logits_ptr, used_ptr, gumbel_ptr, index_ptr, logprob_ptr, used_out_ptr,
-                       temperature, temp_ptr, K, HAS_GUMBEL: tl.constexpr,
-                       TEMP_FROM_PTR: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK_K)
-    mk = offs < K
-    if TEMP_FROM_PTR:
-        t = tl.load(temp_ptr).to(C)
-    else:
-        t = temperature
-    logit = tl.load(logits_ptr + row * K + offs, mask=mk, other=0.0).to(C)
+def pick_from_pool(logit, t, row, offs, mk, K, used_ptr, gumbel_ptr, index_ptr, logprob_ptr,
+                   used_out_ptr, HAS_GUMBEL: tl.constexpr, C: tl.constexpr):
+    """The pool step shared with the fused decode_step: scale by 1/T, mask used candidates,
+    Gumbel-max argmax (lowest index on ties), log-softmax at the chosen one, mark it used."""
     used = tl.load(used_ptr + row * K + offs, mask=mk, other=1).to(tl.int1)
     x = tl.where(used | (offs >= K), float("-inf"), logit / t)
     if HAS_GUMBEL:
@@ -39,6 +32,22 @@ def pool_sample_kernel(logits_ptr, used_ptr, gumbel_ptr, index_ptr, logprob_ptr,
     tl.store(index_ptr + row, index.to(tl.int64))
     tl.store(logprob_ptr + row, chosen - lse)
     tl.store(used_out_ptr + row * K + offs, (used | (offs == index)).to(tl.int8), mask=mk)
+
+
+@triton.jit
+def pool_sample_kernel(logits_ptr, used_ptr, gumbel_ptr, index_ptr, logprob_ptr, used_out_ptr,
+                       temperature, temp_ptr, K, HAS_GUMBEL: tl.constexpr,
+                       TEMP_FROM_PTR: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK_K)
+    mk = offs < K
+    if TEMP_FROM_PTR:
+        t = tl.load(temp_ptr).to(C)
+    else:
+        t = temperature
+    logit = tl.load(logits_ptr + row * K + offs, mask=mk, other=0.0).to(C)
+    pick_from_pool(logit, t, row, offs, mk, K, used_ptr, gumbel_ptr, index_ptr, logprob_ptr,
+                   used_out_ptr, HAS_GUMBEL, C)
 
 
 def pool_sample(logits: torch.Tensor, used: torch.Tensor, gumbel=None, temperature: float = 1.0):
