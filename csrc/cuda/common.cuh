@@ -145,5 +145,45 @@ __device__ void warp_pool_sample(int64_t K, XFn x_of, GFn gumbel_of, int64_t& in
   logprob = x_of(index) - (m + log(s));
 }
 
+// 1 / IDCG@n of the row whose gains `g` and discounts `d` (0 beyond the cutoff) lie in shared
+// memory, 0 when IDCG <= 0. Sort-free: each gain's rank counts the larger ones, ties broken by
+// index. Every thread of the block must call it (it reduces with block_sum).
+template <typename acc_t>
+__device__ acc_t inverse_idcg(const acc_t* g, const acc_t* d, int64_t K, acc_t* red) {
+  acc_t part = acc_t(0);
+  for (int64_t p = threadIdx.x; p < K; p += blockDim.x) {
+    int64_t rank = 0;
+    for (int64_t j = 0; j < K; ++j) rank += (g[j] > g[p]) || (g[j] == g[p] && j < p);
+    part += g[p] * d[rank];
+  }
+  const acc_t idcg = block_sum(part, red);
+  return idcg > acc_t(0) ? acc_t(1) / idcg : acc_t(0);
+}
+
+// One warp finishes one decoding step of `row` from its (unmasked) logits `logit_of(c)`: masks the
+// used candidates, scales by 1/T, samples with warp_pool_sample, and writes index, logprob and
+// used_out. Shared by pool_sample and the fused decode_step.
+template <typename acc_t, typename LFn>
+__device__ void warp_pool_step(int64_t row, int64_t K, LFn logit_of, const bool* __restrict__ used,
+                               const acc_t* __restrict__ gumbel, double temperature,
+                               int64_t* __restrict__ index_out, acc_t* __restrict__ logprob_out,
+                               bool* __restrict__ used_out) {
+  const int lane = threadIdx.x % kWarp;
+  const acc_t t = static_cast<acc_t>(temperature);
+  const bool* u = used + row * K;
+  auto x_of = [&](int64_t c) -> acc_t {
+    return u[c] ? -std::numeric_limits<acc_t>::infinity() : logit_of(c) / t;
+  };
+  auto gumbel_of = [&](int64_t c) -> acc_t { return gumbel ? gumbel[row * K + c] : acc_t(0); };
+  int64_t index;
+  acc_t logprob;
+  warp_pool_sample<acc_t>(K, x_of, gumbel_of, index, logprob);
+  if (lane == 0) {
+    index_out[row] = index;
+    logprob_out[row] = logprob;
+  }
+  for (int64_t c = lane; c < K; c += kWarp) used_out[row * K + c] = u[c] || c == index;
+}
+
 }  // namespace cuda
 }  // namespace flexrec

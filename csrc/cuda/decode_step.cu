@@ -48,20 +48,8 @@ __global__ void decode_step_kernel(const scalar_t* __restrict__ hidden,
   }
   __syncthreads();
   if (warp != 0) return;
-  const acc_t t = static_cast<acc_t>(temperature);
-  const bool* u = used + row * K;
-  auto x_of = [&](int64_t c) -> acc_t {
-    return u[c] ? -std::numeric_limits<acc_t>::infinity() : logits[c] / t;
-  };
-  auto gumbel_of = [&](int64_t c) -> acc_t { return gumbel ? gumbel[row * K + c] : acc_t(0); };
-  int64_t index;
-  acc_t logprob;
-  warp_pool_sample<acc_t>(K, x_of, gumbel_of, index, logprob);
-  if (lane == 0) {
-    index_out[row] = index;
-    logprob_out[row] = logprob;
-  }
-  for (int64_t c = lane; c < K; c += kWarp) used_out[row * K + c] = u[c] || c == index;
+  warp_pool_step<acc_t>(row, K, [&](int64_t c) { return logits[c]; }, used, gumbel, temperature,
+                        index_out, logprob_out, used_out);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_step_cuda(

@@ -22,22 +22,9 @@ __global__ void pool_sample_kernel(const scalar_t* __restrict__ logits, const bo
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (row >= B) return;  // whole warps leave together
-  const int lane = threadIdx.x % kWarp;
-  const acc_t t = static_cast<acc_t>(temperature);
   const scalar_t* l = logits + row * K;
-  const bool* u = used + row * K;
-  auto x_of = [&](int64_t c) -> acc_t {
-    return u[c] ? -std::numeric_limits<acc_t>::infinity() : static_cast<acc_t>(l[c]) / t;
-  };
-  auto gumbel_of = [&](int64_t c) -> acc_t { return gumbel ? gumbel[row * K + c] : acc_t(0); };
-  int64_t index;
-  acc_t logprob;
-  warp_pool_sample<acc_t>(K, x_of, gumbel_of, index, logprob);
-  if (lane == 0) {
-    index_out[row] = index;
-    logprob_out[row] = logprob;
-  }
-  for (int64_t c = lane; c < K; c += kWarp) used_out[row * K + c] = u[c] || c == index;
+  warp_pool_step<acc_t>(row, K, [&](int64_t c) { return static_cast<acc_t>(l[c]); }, used, gumbel,
+                        temperature, index_out, logprob_out, used_out);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pool_sample_cuda(

@@ -27,14 +27,7 @@ __global__ void swap_reward_kernel(const scalar_t* __restrict__ gains, scalar_t*
     d[p] = discount<acc_t>(p, n);
   }
   __syncthreads();
-  acc_t part = acc_t(0);
-  for (int64_t p = threadIdx.x; p < K; p += blockDim.x) {
-    int64_t rank = 0;
-    for (int64_t j = 0; j < K; ++j) rank += (g[j] > g[p]) || (g[j] == g[p] && j < p);
-    part += g[p] * d[rank];
-  }
-  const acc_t idcg = block_sum(part, red);
-  const acc_t inv = idcg > acc_t(0) ? acc_t(1) / idcg : acc_t(0);
+  const acc_t inv = inverse_idcg(g, d, K, red);
   for (int64_t p = threadIdx.x; p < K; p += blockDim.x) {
     acc_t r = acc_t(0);
     switch (static_cast<Mode>(mode)) {
