@@ -43,12 +43,36 @@ inline bool is_permutation(const int64_t* perm, int64_t K, uint8_t* seen) {
   return true;
 }
 
-// Removes candidate c from the ascending list rem[0..n) and returns where it was.
-inline int64_t remove_candidate(int32_t* rem, int64_t n, int64_t c) {
-  int64_t i = 0;
-  while (rem[i] != c) ++i;
-  for (int64_t j = i; j + 1 < n; ++j) rem[j] = rem[j + 1];
-  return i;
+// Scratch of one row's walk, allocated once per thread.
+template <typename acc_t>
+struct RowScratch {
+  explicit RowScratch(int64_t K) : y(K), e(K), rem(K), seen(K) {}
+  std::vector<acc_t> y, e;     // remaining candidates' logits / T, and exp(y - max)
+  std::vector<int32_t> rem;    // the remaining candidates, ascending
+  std::vector<uint8_t> seen;
+};
+
+// Walks the K steps of one row (shared by the forward and the backward). At step t, with
+// n = K - t candidates left in s.rem[0..n), s.y and s.e hold their scaled logits and
+// exp(y - max), `st` the softmax statistics and `at` the chosen candidate's place in s.rem;
+// step(t, n, st, at) runs before that candidate is removed. Returns false, doing nothing, when
+// the row is not a permutation.
+template <typename acc_t, typename scalar_t, typename StepFn>
+bool walk_permutation(const scalar_t* logits_row, const int64_t* prow, int64_t K, acc_t T,
+                      RowScratch<acc_t>& s, StepFn step) {
+  if (!is_permutation(prow, K, s.seen.data())) return false;
+  for (int64_t c = 0; c < K; ++c) s.rem[c] = static_cast<int32_t>(c);
+  for (int64_t t = 0; t < K; ++t) {
+    const scalar_t* lrow = logits_row + t * K;
+    const int64_t n = K - t;
+    for (int64_t i = 0; i < n; ++i) s.y[i] = static_cast<acc_t>(lrow[s.rem[i]]) / T;
+    const SoftmaxStats<acc_t> st = compact_softmax(s.y.data(), n, s.e.data());
+    int64_t at = 0;
+    while (s.rem[at] != prow[t]) ++at;
+    step(t, n, st, at);
+    for (int64_t j = at; j + 1 < n; ++j) s.rem[j] = s.rem[j + 1];
+  }
+  return true;
 }
 
 #define FLEXREC_CHECK_PERM(bad)                                                                 \
@@ -76,25 +100,14 @@ std::tuple<at::Tensor, at::Tensor> permutation_logprob_cpu(const at::Tensor& log
     acc_t* en_ptr = entropy.mutable_data_ptr<acc_t>();
     const acc_t T = static_cast<acc_t>(temperature);
     at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> y(K), e(K);
-      std::vector<int32_t> rem(K);
-      std::vector<uint8_t> seen(K);
+      RowScratch<acc_t> s(K);
       for (int64_t b = begin; b < end; ++b) {
-        const int64_t* prow = p_ptr + b * K;
-        if (!is_permutation(prow, K, seen.data())) {
-          bad.store(b);
-          continue;
-        }
-        for (int64_t c = 0; c < K; ++c) rem[c] = static_cast<int32_t>(c);
-        for (int64_t t = 0; t < K; ++t) {
-          const scalar_t* lrow = l_ptr + (b * K + t) * K;
-          const int64_t n = K - t;
-          for (int64_t i = 0; i < n; ++i) y[i] = static_cast<acc_t>(lrow[rem[i]]) / T;
-          const SoftmaxStats<acc_t> st = compact_softmax(y.data(), n, e.data());
-          const int64_t at = remove_candidate(rem.data(), n, prow[t]);
-          lp_ptr[b * K + t] = y[at] - st.mx - st.logz;
+        const bool ok = walk_permutation(l_ptr + b * K * K, p_ptr + b * K, K, T, s,
+                                         [&](int64_t t, int64_t, const SoftmaxStats<acc_t>& st, int64_t at) {
+          lp_ptr[b * K + t] = s.y[at] - st.mx - st.logz;
           en_ptr[b * K + t] = st.entropy;
-        }
+        });
+        if (!ok) bad.store(b);
       }
     });
   });
@@ -131,36 +144,23 @@ at::Tensor permutation_logprob_backward_cpu(const at::Tensor& grad_logprob_in,
     const acc_t T = static_cast<acc_t>(temperature);
     const acc_t invT = acc_t(1) / T;
     at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> y(K), e(K);
-      std::vector<int32_t> rem(K);
-      std::vector<uint8_t> seen(K);
+      RowScratch<acc_t> s(K);
       for (int64_t b = begin; b < end; ++b) {
-        const int64_t* prow = p_ptr + b * K;
-        if (!is_permutation(prow, K, seen.data())) {
-          bad.store(b);
-          continue;
-        }
-        for (int64_t c = 0; c < K; ++c) rem[c] = static_cast<int32_t>(c);
-        for (int64_t t = 0; t < K; ++t) {
-          const scalar_t* lrow = l_ptr + (b * K + t) * K;
+        const bool ok = walk_permutation(l_ptr + b * K * K, p_ptr + b * K, K, T, s,
+                                         [&](int64_t t, int64_t n, const SoftmaxStats<acc_t>& st, int64_t at) {
           scalar_t* grow = g_ptr + (b * K + t) * K;
-          const int64_t n = K - t;
-          for (int64_t i = 0; i < n; ++i) y[i] = static_cast<acc_t>(lrow[rem[i]]) / T;
-          const SoftmaxStats<acc_t> st = compact_softmax(y.data(), n, e.data());
           const acc_t glt = gl_ptr[b * K + t], get = ge_ptr[b * K + t];
           const acc_t invz = acc_t(1) / st.z;
           const acc_t shift = st.mx + st.logz - st.entropy;  // log p_j + H = y_j - shift
           // Masked candidates (chosen before step t) get zero gradient.
           for (int64_t c = 0; c < K; ++c) grow[c] = scalar_t(0);
           for (int64_t i = 0; i < n; ++i) {
-            const acc_t p = e[i] * invz;
-            const acc_t gx = -glt * p - get * p * (y[i] - shift);
-            grow[rem[i]] = static_cast<scalar_t>(gx * invT);
+            const acc_t p = s.e[i] * invz;
+            const acc_t gx = (i == at ? glt : acc_t(0)) - glt * p - get * p * (s.y[i] - shift);
+            grow[s.rem[i]] = static_cast<scalar_t>(gx * invT);
           }
-          const int64_t at = remove_candidate(rem.data(), n, prow[t]);
-          grow[prow[t]] = static_cast<scalar_t>((glt * (acc_t(1) - e[at] * invz) -
-                                                 get * e[at] * invz * (y[at] - shift)) * invT);
-        }
+        });
+        if (!ok) bad.store(b);
       }
     });
   });
