@@ -91,28 +91,6 @@ def _tiers_of(data: InteractionData) -> np.ndarray:
 
 def compact_collate(examples, tokenizer, data: InteractionData, max_history: int = 0):
     """flexrec.data.collate with compact prompts: the same RankingBatch, left-padded."""
-    import torch
+    from flexrec.data import collate
 
-    from flexrec.data import RankingBatch, slot_token_ids
-
-    K = examples[0].K
-    prompts = [compact_prompt(e, data, max_history) for e in examples]
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    L = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), L), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), L), dtype=torch.long)
-    for b, x in enumerate(ids):
-        input_ids[b, L - len(x):] = torch.tensor(x, dtype=torch.long)
-        attention_mask[b, L - len(x):] = 1
-
-    def stack(name: str, dtype) -> torch.Tensor:
-        return torch.from_numpy(np.stack([getattr(e, name) for e in examples])).to(dtype)
-
-    return RankingBatch(
-        input_ids=input_ids, attention_mask=attention_mask,
-        slot_ids=torch.tensor(slot_token_ids(tokenizer, K)).expand(len(ids), K).clone(),
-        item_ids=stack("items", torch.long), true_labels=stack("true_labels", torch.float32),
-        observed_labels=stack("observed_labels", torch.float32), observed_mask=stack("observed_mask", torch.bool),
-        thresholds=torch.tensor([e.threshold for e in examples], dtype=torch.float32),
-        users=torch.tensor([e.user for e in examples], dtype=torch.long), needs=[e.need for e in examples],
-        prompts=prompts)
+    return collate(examples, tokenizer, data, render=lambda e: compact_prompt(e, data, max_history))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -42,8 +43,12 @@ class RankingBatch:
 
 
 def collate(examples: list[RankingExample], tokenizer, data: InteractionData, max_tokens: int = 1024,
-            max_history: int = 20) -> RankingBatch:
-    """Render, tokenize and left-pad the prompts of `examples` (all with the same K)."""
+            max_history: int = 20,
+            render: Optional[Callable[[RankingExample], str]] = None) -> RankingBatch:
+    """Render, tokenize and left-pad the prompts of `examples` (all with the same K).
+
+    ``render`` turns an example into its prompt text; the default is :func:`render_prompt` with
+    ``max_tokens`` and ``max_history`` (a custom renderer must fit its own budget)."""
     if not examples:
         raise ValueError("collate needs at least one example")
     K = examples[0].K
@@ -51,7 +56,10 @@ def collate(examples: list[RankingExample], tokenizer, data: InteractionData, ma
         raise ValueError(f"all examples of a batch need the same K, got {sorted({e.K for e in examples})}")
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to its eos token)")
-    prompts = [render_prompt(e, data, tokenizer, max_tokens, max_history) for e in examples]
+    if render is None:
+        def render(e: RankingExample) -> str:
+            return render_prompt(e, data, tokenizer, max_tokens, max_history)
+    prompts = [render(e) for e in examples]
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     L = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), L), tokenizer.pad_token_id, dtype=torch.long)
