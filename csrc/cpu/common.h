@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -132,6 +133,27 @@ inline void ideal_dcg_rows(const scalar_t* gains, int64_t rows, const IdealDcgPl
   for (int64_t p = 0; p < n; ++p)
     for (int64_t l = 0; l < W; ++l) acc[l] += d[p] * static_cast<double>(tile[p * W + l]);
   for (int64_t r = 0; r < rows; ++r) out[r] = acc[r];
+}
+
+// Calls row_fn(b, idcg, scratch) for every row b of gains (B, K) in parallel, each row's IDCG@n
+// computed kTileLanes rows at a time by ideal_dcg_rows. `scratch` is K doubles of per-thread
+// scratch space for row_fn. Shared by swap_reward and swap_reward_var.
+template <typename scalar_t, typename RowFn>
+void for_each_row_with_idcg(const scalar_t* gains, int64_t B, const IdealDcgPlan& plan,
+                            const double* d, RowFn row_fn) {
+  using acc_t = acc_type_t<scalar_t>;
+  constexpr int64_t W = kTileLanes<acc_t>;
+  const int64_t K = plan.K;
+  at::parallel_for(0, B, 64, [&](int64_t begin, int64_t end) {
+    std::vector<double> scratch(K);
+    std::vector<acc_t> tile(std::max(plan.P * W, K));
+    double idcg[W];
+    for (int64_t b0 = begin; b0 < end; b0 += W) {
+      const int64_t rows = std::min(W, end - b0);
+      ideal_dcg_rows(gains + b0 * K, rows, plan, d, tile.data(), idcg);
+      for (int64_t r = 0; r < rows; ++r) row_fn(b0 + r, idcg[r], scratch);
+    }
+  });
 }
 
 // exp for the masked-softmax kernels. The float version is a branchless Cephes-style polynomial

@@ -109,24 +109,11 @@ at::Tensor swap_reward_var_cpu(const at::Tensor& gains_in, const at::Tensor& gai
   const IdealDcgPlan plan(K, n);
   at::Tensor out = at::empty_like(gains);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gains.scalar_type(), "swap_reward_var_cpu", [&] {
-    using acc_t = acc_type_t<scalar_t>;
     const scalar_t* g_ptr = gains.const_data_ptr<scalar_t>();
     const scalar_t* s_ptr = gain_var.const_data_ptr<scalar_t>();
     scalar_t* o_ptr = out.mutable_data_ptr<scalar_t>();
-    constexpr int64_t W = kTileLanes<acc_t>;
-    at::parallel_for(0, B, 64, [&](int64_t begin, int64_t end) {
-      std::vector<double> s(K);
-      std::vector<acc_t> tile(std::max(plan.P * W, K));
-      double idcg[W];
-      for (int64_t b0 = begin; b0 < end; b0 += W) {
-        const int64_t rows = std::min(W, end - b0);
-        ideal_dcg_rows(g_ptr + b0 * K, rows, plan, d.data(), tile.data(), idcg);
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t b = b0 + r;
-          swap_reward_var_row<scalar_t>(s_ptr + b * K, o_ptr + b * K, K, d.data(), mode, idcg[r],
-                                        s.data());
-        }
-      }
+    for_each_row_with_idcg(g_ptr, B, plan, d.data(), [&](int64_t b, double idcg, std::vector<double>& s) {
+      swap_reward_var_row<scalar_t>(s_ptr + b * K, o_ptr + b * K, K, d.data(), mode, idcg, s.data());
     });
   });
   return out;
