@@ -156,7 +156,10 @@ at::Tensor permutation_logprob_backward_cpu(const at::Tensor& grad_logprob_in,
           for (int64_t c = 0; c < K; ++c) grow[c] = scalar_t(0);
           for (int64_t i = 0; i < n; ++i) {
             const acc_t p = s.e[i] * invz;
-            const acc_t gx = (i == at ? glt : acc_t(0)) - glt * p - get * p * (s.y[i] - shift);
+            // The chosen one's term keeps the first version's order of operations, so that
+            // trained runs reproduce bit for bit.
+            const acc_t gx = i == at ? glt * (acc_t(1) - s.e[i] * invz) - get * s.e[i] * invz * (s.y[i] - shift)
+                                     : -glt * p - get * p * (s.y[i] - shift);
             grow[s.rem[i]] = static_cast<scalar_t>(gx * invT);
           }
         });
