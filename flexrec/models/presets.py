@@ -132,7 +132,9 @@ def build_tiny(tokenizer, seed: int = 0, cache_dir: Optional[Path] = None, **ove
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 model = AutoModelForCausalLM.from_config(config)
-                markers = [i for t, i in vocab.items() if re.fullmatch(r"<c\d+>|<need:\w+>", t)]
+                # sorted: get_vocab()'s order changes from process to process, and each marker row must
+                # get the same random draw in every build (every rank, every machine)
+                markers = sorted(i for t, i in vocab.items() if re.fullmatch(r"<c\d+>|<need:\w+>", t))
                 _pointer_priors(model, markers)
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
