@@ -76,6 +76,26 @@ class RankingPolicy(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def forward(self, method: str, *args, **kwargs):
+        """``policy("logprobs", ...)`` or ``policy("rank", ...)``: the call that DDP and FSDP wrap.
+
+        Their hooks run on ``forward`` only (DDP's gradient all-reduce, FSDP's parameter
+        all-gather), so a wrapped policy is called this way (``flexrec.parallel``).
+        """
+        if method not in ("logprobs", "rank"):
+            raise ValueError(f"RankingPolicy({method!r}, ...): expected 'logprobs' or 'rank'")
+        return getattr(self, method)(*args, **kwargs)
+
+    def decoder_layers(self) -> nn.ModuleList:
+        """The transformer blocks (what FSDP shards one by one)."""
+        layers = getattr(self._backbone(), "layers", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise ValueError(
+                f"{type(self._backbone()).__name__} has no .layers list of decoder blocks; FSDP sharding "
+                "supports Llama/Qwen2/SmolLM2-style models, use --dist-strategy ddp for this one"
+            )
+        return layers
+
     # The pieces of the LM we use: the backbone (hidden states, no vocabulary head) and the output
     # embedding's rows for the slot tokens.
     def _base(self) -> nn.Module:
@@ -105,11 +125,15 @@ class RankingPolicy(nn.Module):
         greedy: bool = False,
         temperature: float = 1.0,
         generator: Optional[torch.Generator] = None,
+        noise_rows: Optional[tuple[int, int]] = None,
     ) -> Rollout:
         """Batched constrained decoding with the KV cache: ``samples`` permutations per prompt.
 
         Greedy takes the argmax of the masked step distribution; otherwise Gumbel-max sampling
-        draws from softmax(logits / temperature) over the remaining pool.
+        draws from softmax(logits / temperature) over the remaining pool. ``noise_rows`` =
+        (offset, total): each step draws the noise of ``total`` rows and uses rows offset ..
+        offset + B*G, so that a rank holding a slice of a global batch samples what one process
+        with the whole batch would (``flexrec.distributed.noise_rows``); None draws B*G rows.
 
         Shapes: input_ids (B, T), attention_mask (B, T) -> Rollout with perm, logprob (B, G, K).
         """
@@ -125,6 +149,9 @@ class RankingPolicy(nn.Module):
             hidden = hidden.repeat_interleave(G, 0)
             mask = mask.repeat_interleave(G, 0)
         N = B * G
+        offset, rows = noise_rows if noise_rows is not None else (0, N)
+        if offset < 0 or offset + N > rows:
+            raise ValueError(f"noise_rows {noise_rows}: rows {offset}..{offset + N} of {rows} do not exist")
         used = torch.zeros(N, K, dtype=torch.bool, device=ids.device)
         next_pos = mask.sum(-1, keepdim=True)  # (N, 1)
         perm = torch.empty(N, K, dtype=torch.long, device=ids.device)
@@ -133,7 +160,8 @@ class RankingPolicy(nn.Module):
             logits = self._slot_logits(hidden, K)
             gumbel = None
             if not greedy:
-                u = torch.rand(N, K, generator=generator, device="cpu" if generator is None else generator.device)
+                u = torch.rand(rows, K, generator=generator, device="cpu" if generator is None else generator.device)
+                u = u[offset : offset + N] if rows != N else u
                 gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7))).to(logits.device)
             index, lp, used = pool_sample(logits, used, gumbel, temperature)
             perm[:, t], logprob[:, t] = index, lp.float()

@@ -30,6 +30,24 @@ def test_sampling_is_reproducible_with_a_generator(world_and_policy):
     assert torch.equal(a.perm, b.perm)
 
 
+def test_rows_of_a_shared_noise_stream_sample_what_the_whole_batch_samples(world_and_policy):
+    """Two ranks holding 2 and 4 of 6 prompts, each with its rows of the global noise (noise_rows),
+    sample the lists that one process with all 6 prompts samples (flexrec.distributed)."""
+    _, _, policy, _, batch = world_and_policy
+    ids, mask = batch.input_ids, batch.attention_mask
+    G = 3
+    whole = policy.rank(ids, mask, 6, samples=G, generator=torch.Generator().manual_seed(7))
+    parts = [
+        policy.rank(ids[lo:hi], mask[lo:hi], 6, samples=G, generator=torch.Generator().manual_seed(7),
+                    noise_rows=(lo * G, 6 * G))
+        for lo, hi in ((0, 2), (2, 6))
+    ]
+    assert torch.equal(torch.cat([p.perm for p in parts]), whole.perm)
+    torch.testing.assert_close(torch.cat([p.logprob for p in parts]), whole.logprob, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="noise_rows"):
+        policy.rank(ids[:2], mask[:2], 6, samples=G, noise_rows=(5 * G, 6 * G))
+
+
 def test_rollout_logprobs_equal_training_forward(world_and_policy):
     _, _, policy, _, batch = world_and_policy
     gen = torch.Generator().manual_seed(1)
