@@ -6,7 +6,7 @@ hand-computed numbers (tests/train/test_rl_math.py).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -27,7 +27,11 @@ def group_item_advantages(rewards: Tensor, delta: float = 1e-4) -> Tensor:
 
 
 def uncertainty_weights(
-    reward_var: Tensor, eps: float = 0.1, max_weight: float = 5.0, mask: Optional[Tensor] = None
+    reward_var: Tensor,
+    eps: float = 0.1,
+    max_weight: float = 5.0,
+    mask: Optional[Tensor] = None,
+    over_ranks: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> Tensor:
     """Down-weighting of rewards built on uncertain labels: w = 1 / (u + eps * mean(u)).
 
@@ -35,18 +39,28 @@ def uncertainty_weights(
     so an absolute epsilon would mean something different for every pool and cutoff. The weights are
     normalised to mean 1 over the batch (over ``mask`` where given), then clipped to
     [0, max_weight], so the learning rate keeps its meaning. All-zero variance (every label
-    observed) gives weights of exactly 1.
+    observed) gives weights of exactly 1. Under data parallelism ``over_ranks`` sums a tensor over
+    the ranks (``flexrec.distributed.sum_over_ranks``), so that the batch means are those of the
+    global batch and the weights equal one process's.
 
     Shapes: reward_var (...) -> (...), same shape; mask (...) bool or None.
     """
     u = reward_var.to(torch.float32)
     m = torch.ones_like(u, dtype=torch.bool) if mask is None else mask
-    mean_u = u[m].mean() if m.any() else u.new_zeros(())
+    mean_u = _batch_mean(u[m], over_ranks)
     if mean_u <= 0:
         return torch.ones_like(u)
     w = 1.0 / (u + eps * mean_u)
-    w = w / w[m].mean()
+    w = w / _batch_mean(w[m], over_ranks)
     return w.clamp(max=max_weight)
+
+
+def _batch_mean(x: Tensor, over_ranks: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+    """Mean of the elements of ``x`` (of every rank's, with ``over_ranks``); 0 when there are none."""
+    if over_ranks is None:
+        return x.mean() if x.numel() else x.new_zeros(())
+    total = over_ranks(torch.stack([x.sum(), x.new_tensor(float(x.numel()))]))
+    return total[0] / total[1] if total[1] > 0 else x.new_zeros(())
 
 
 class PPOLoss(NamedTuple):
