@@ -60,7 +60,7 @@ class TrainConfig:
     reward_mode: str = "flexrec"  # flexrec | flexrec-nounc | seq | rank | independent | noncausal
     rl_steps: int = 300  # optimiser steps of RL (0 = skip)
     lr: float = 1e-3  # RL learning rate (AdamW)
-    prompts_per_step: int = 8  # P prompts per RL step
+    prompts_per_step: int = 8  # P prompts per RL step, over all ranks under torchrun (each rank takes P / ranks)
     group_size: int = 8  # G sampled permutations per prompt
     ppo_epochs: int = 1  # passes over each batch of rollouts (ratio != 1 only from the second on)
     clip: float = 0.2  # PPO clip range
@@ -72,7 +72,7 @@ class TrainConfig:
     adv_delta: float = 1e-4  # delta in (r - mean) / (std + delta)
     unc_eps: float = 0.1  # epsilon of A / (u + eps), relative to the batch's mean variance
     unc_max_weight: float = 5.0  # clip of the normalised uncertainty weights
-    batch_size: int = 16  # SFT batch size (also the evaluation batch)
+    batch_size: int = 16  # SFT batch size, over all ranks under torchrun (also the evaluation batch)
     need_stagger: int = 200  # SFT curriculum: need i joins at step i * need_stagger (0 = all at once).
     # The tiny model learned any one need, or two, within 200 steps, but all three at once not in 400:
     # the conflicting targets cancel while its pointer forms; added one by one, all three learn
@@ -90,6 +90,11 @@ class TrainConfig:
     eval_users: int = 0  # users per need in the val/test evaluations (0 = every user of the split)
     save_every: int = 50  # steps between checkpoints
     progress: bool = True  # tqdm progress bar
+    # ---- several GPUs or machines (torchrun; see flexrec.distributed and README) ----------------
+    dist_strategy: str = "ddp"  # under torchrun: "ddp" (each rank holds the model) or "fsdp" (FSDP2 shards it)
+    mixed_precision: str = "no"  # "bf16": FSDP's float32 master weights with bf16 compute; "no": the model's dtype
+    dist_timeout: int = 1800  # seconds a collective may wait before the job fails (a hung or lost rank)
+
 
 
 def _field_type(f: dataclasses.Field) -> type:

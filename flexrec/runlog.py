@@ -5,6 +5,8 @@ Layout of ``--out DIR``::
     config.json        the resolved config (also printed at start)
     metrics.jsonl      one JSON object per logged step or evaluation
     checkpoint.pt      the latest resumable state (written to a temporary file, then os.replace)
+    state-<step>/      FSDP runs: the sharded model and optimiser (torch.distributed.checkpoint) that
+                       checkpoint.pt names; see flexrec.parallel
     tb/                TensorBoard events, when tensorboard is installed
     report.md, *.png   the final report (flexrec.report)
 """
@@ -22,11 +24,16 @@ import torch
 
 
 class RunDir:
-    def __init__(self, path: str, config: dict[str, Any]):
+    """``writer=False`` (every rank but rank 0 under torchrun): the same object, writing nothing."""
+
+    def __init__(self, path: str, config: dict[str, Any], writer: bool = True):
         self.path = Path(path)
+        self.writer = writer
+        self._tb = None
+        if not writer:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        self._tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -35,6 +42,8 @@ class RunDir:
             pass
 
     def log(self, step: int, values: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         row = {"step": step, **values}
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -49,12 +58,16 @@ class RunDir:
 
     def truncate_metrics(self, step: int) -> None:
         """On resume: drop rows logged after the checkpoint, so the log matches an uninterrupted run."""
+        if not self.writer:
+            return
         rows = [r for r in self.metrics() if r["step"] <= step]
         path = self.path / "metrics.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def save_checkpoint(self, state: dict[str, Any]) -> Path:
         final = self.path / "checkpoint.pt"
+        if not self.writer:
+            return final
         tmp = self.path / "checkpoint.pt.tmp"
         torch.save(state, tmp)
         os.replace(tmp, final)  # atomic: a crash leaves the old checkpoint or the new one, never half

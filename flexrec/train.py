@@ -8,7 +8,6 @@ the critic in ``flexrec.critic``; this file only wires them.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import random
@@ -19,8 +18,9 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from torch.distributed.elastic.multiprocessing.errors import record
 
-from flexrec import rl
+from flexrec import distributed, parallel, rl
 from flexrec.config import TrainConfig, need_list, parse_args, to_dict, validate
 from flexrec.critic import build_imputer, calibrate, fill_pools
 from flexrec.data import NEEDS, build_examples, load, split_users
@@ -30,7 +30,7 @@ from flexrec.ops import swap_reward, swap_reward_var
 from flexrec.prompt_adapter import with_trend_tags
 from flexrec.report import results_table, write_report
 from flexrec.runlog import RunDir, load_checkpoint, rng_state, set_rng_state
-from flexrec.train_setup import make_collate, make_tokenizer_factory, resolve_device, tiny_overrides, world_options
+from flexrec.train_setup import make_collate, make_tokenizer_factory, tiny_overrides, world_options
 
 # What each --reward-mode means: (swap_reward mode, scale advantages by uncertainty).
 REWARD_MODES = {
@@ -42,6 +42,7 @@ REWARD_MODES = {
     "noncausal": ("noncausal", False),
 }
 SPLITS = (0.7, 0.1, 0.2)  # train / val / test users; a large test split keeps the final table steady
+EVAL_BATCH = 32  # examples per evaluation batch (under torchrun the batches are spread over ranks)
 
 
 def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> dict:
@@ -49,10 +50,12 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     # ---- 0. settings: everything that can be checked without data or a model fails here ----------
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None:  # an exact continuation: the run's own settings, in its own directory
-        cfg = dataclasses.replace(TrainConfig(**resume["config"]), resume=cfg.resume, out=cfg.resume)
+        launch = {name: getattr(cfg, name) for name in parallel.LAUNCH_SETTINGS}  # but this launch's DDP/FSDP
+        cfg = dataclasses.replace(TrainConfig(**resume["config"]), resume=cfg.resume, out=cfg.resume, **launch)
     validate(cfg, NEEDS)
+    parallel.check(cfg, distributed.planned_world(), resuming=resume is not None)
     check_model_spec(cfg.model)
-    device = resolve_device(cfg.device)
+    device = distributed.device(cfg.device)  # under torchrun: cuda:LOCAL_RANK or the CPU
     train_needs, eval_needs = need_list(cfg.need, NEEDS), need_list(cfg.eval_needs or cfg.need, NEEDS)
     if device.type == "cpu" and cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -82,20 +85,24 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         raise ValueError(f"no training examples: no training user has {K} eligible items")
 
     # ---- 2. policy -------------------------------------------------------------------------------
-    policy, tok = load_policy(
-        cfg.model, K, make_tokenizer_factory(data, train_ex, cfg), device, cfg.lora_rank,
+    policy, tok = load_policy(  # FSDP: built on the CPU, each rank moves only its shards to the GPU
+        cfg.model, K, make_tokenizer_factory(data, train_ex, cfg), "cpu" if parallel.shards(cfg) else device, cfg.lora_rank,
         cfg.gradient_checkpointing, cfg.seed, Path(cfg.cache_dir) if cfg.cache_dir else None,
         tiny_overrides=tiny_overrides(cfg),
     )
     policy.train()
-    run = RunDir(cfg.out, to_dict(cfg))
-    print("flexrec.train config:\n" + json.dumps(to_dict(cfg), indent=2), flush=True)
+    distributed.join(device, cfg.dist_timeout)  # torchrun's process group (after the model, see there)
+    distributed.check_same("data, vocabularies or initial weights",
+                           (len(train_ex), len(tok), float(sum(p.detach().double().sum() for p in policy.parameters()))))
+    run = RunDir(cfg.out, to_dict(cfg), writer=distributed.is_main())  # only rank 0 writes, logs and prints
+    if distributed.is_main():
+        print("flexrec.train config:\n" + json.dumps(to_dict(cfg), indent=2), flush=True)
 
     # ---- 3. critic fill: every training pool's labels (observed as-is, the rest imputed) ---------
     extra_report: list[str] = []
     if resume is not None:
         gains_all, gain_var_all = resume["gains"], resume["gain_var"]
-    else:
+    elif distributed.is_main():  # under torchrun: fitted once, on rank 0, and sent to the others below
         t0 = time.time()
         imputer = build_imputer(cfg.imputer, data, splits["train"], cfg.critic_ensemble, cfg.critic_epochs,
                                 cfg.critic_hidden, cfg.knn_neighbours, cfg.seed)
@@ -109,6 +116,8 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
             gain_var_all = (np.log(2.0) * torch.pow(2.0, gains_all)) ** 2 * gain_var_all
             gains_all = torch.pow(2.0, gains_all) - 1.0
         print(f"critic fill ({cfg.imputer}) of {len(train_ex)} pools: {time.time() - t0:.1f}s", flush=True)
+    if resume is None and distributed.world() > 1:
+        gains_all, gain_var_all = distributed.broadcast((gains_all, gain_var_all) if distributed.is_main() else None)
 
     need_order = sorted(train_needs, key=lambda n: cfg.need_order.split(",").index(n) if n in cfg.need_order.split(",") else 99)
     by_need = [np.flatnonzero([ex.need == n for ex in train_ex]) for n in need_order]
@@ -119,30 +128,32 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     total = cfg.sft_steps + cfg.rl_steps
     results: dict = {}
     reference = None
+    policy = parallel.wrap(policy, cfg, device, with_reference=cfg.rl_steps > 0)  # one rank: the policy itself
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.sft_lr if cfg.sft_steps else cfg.lr,
                                   weight_decay=0.0)
     start = 0
     if resume is not None:
-        policy.load_state_dict(resume["policy"])
         start, results = resume["step"], resume["results"]
         if start > cfg.sft_steps:  # RL had started: its optimiser and reference
             optimizer = _rl_optimizer(policy, cfg)
-            reference = _frozen_copy(policy, resume["reference"])
-        optimizer.load_state_dict(resume["optimizer"])
+            reference = parallel.frozen_copy(policy)
+        parallel.load(resume, Path(cfg.resume), policy, optimizer, reference)  # saved under any number of ranks
         set_rng_state(resume["rng"], sample_rng, gumbel_gen)
         run.truncate_metrics(start)
 
     collate = make_collate(cfg)
 
-    def evaluate_on(split: str) -> dict:
-        return evaluate(policy_ranker(policy, device), examples[split], tok, data, collate_fn=collate)
+    def evaluate_on(split: str, ranker=None) -> dict:  # under torchrun: each rank ranks its share of the batches
+        ranker = ranker or policy_ranker(policy, device)
+        return distributed.evaluate_sharded(
+            lambda exs: evaluate(ranker, exs, tok, data, collate_fn=collate, batch_size=EVAL_BATCH), examples[split],
+            EVAL_BATCH)
 
-    def checkpoint(done: int, rng: dict) -> None:
-        run.save_checkpoint({
-            "config": to_dict(cfg), "step": done, "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
-            "reference": None if reference is None else reference.state_dict(), "results": results, "rng": rng,
-            "gains": gains_all, "gain_var": gain_var_all,
-        })
+    def checkpoint(done: int, rng: dict) -> None:  # DDP: rank 0 writes; FSDP: every rank writes its shards
+        parallel.save(run.path, run.save_checkpoint, {
+            "config": to_dict(cfg), "step": done, "results": results, "rng": rng, "gains": gains_all,
+            "gain_var": gain_var_all,
+        }, policy, optimizer, reference)
 
     # ---- 5. the loop: SFT steps, then RL steps ---------------------------------------------------
     bar = _progress(cfg, start, total)
@@ -151,21 +162,23 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         for step in range(start, total):
             if step == 0:
                 results["untrained"] = evaluate_on("test")
-                results["popularity"] = evaluate(popularity_ranker(data), examples["test"], tok, data, collate_fn=collate)
+                results["popularity"] = evaluate_on("test", popularity_ranker(data))
             if step == cfg.sft_steps and cfg.rl_steps:  # the SFT model becomes the RL reference
                 if cfg.sft_steps:
                     results["sft"] = evaluate_on("test")
-                reference = _frozen_copy(policy)
+                reference = parallel.frozen_copy(policy)
                 optimizer = _rl_optimizer(policy, cfg)
             active = by_need[: 1 + step // cfg.need_stagger] if cfg.need_stagger and step < cfg.sft_steps else by_need
             idx = _sample(sample_rng, active, step, cfg.batch_size if step < cfg.sft_steps else cfg.prompts_per_step,
                           cfg.need_pure_batches)
+            idx = distributed.shard(idx)  # every rank drew the same global batch; each keeps its share
             batch = collate([train_ex[i] for i in idx], tok, data).to(device)
             gains, gain_var = gains_all[idx].to(device), gain_var_all[idx].to(device)
             if step < cfg.sft_steps:
                 logs = sft_step(policy, optimizer, batch, gains, cfg)
             else:
                 logs = rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg, gumbel_gen)
+            logs = distributed.mean_over_ranks(logs)
             done, done_rng = step + 1, rng_state(sample_rng, gumbel_gen)
 
             if done % cfg.eval_every == 0 or done == total:
@@ -179,11 +192,14 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
             if on_step is not None:
                 on_step(done)
     except KeyboardInterrupt:
-        checkpoint(done, done_rng)
+        if not parallel.is_sharded(policy):  # FSDP's save is collective, and another rank may be mid-step
+            checkpoint(done, done_rng)
         bar.close()
         run.close()
-        print(f"\ninterrupted after step {done}; resume with: python -m flexrec.train --resume {run.path}",
-              file=sys.stderr, flush=True)
+        if distributed.is_main():
+            print(f"\ninterrupted after step {done}; resume with: python -m flexrec.train --resume {run.path}"
+                  + (" (from the last checkpoint: FSDP does not save on Ctrl-C)" if parallel.is_sharded(policy) else ""),
+                  file=sys.stderr, flush=True)
         raise
     bar.close()
     if cfg.rl_steps:
@@ -193,10 +209,11 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     checkpoint(total, rng_state(sample_rng, gumbel_gen))
 
     # ---- 6. report -------------------------------------------------------------------------------
-    report = write_report(run.path, to_dict(cfg), results, run.metrics(), extra_report)
-    (run.path / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if distributed.is_main():
+        report = write_report(run.path, to_dict(cfg), results, run.metrics(), extra_report)
+        (run.path / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print("\n" + results_table(results) + f"\n\nreport: {report}", flush=True)
     run.close()
-    print("\n" + results_table(results) + f"\n\nreport: {report}", flush=True)
     return results
 
 
@@ -219,7 +236,8 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
     P, K, G = gains.shape[0], gains.shape[1], cfg.group_size
     mode, use_uncertainty = REWARD_MODES[cfg.reward_mode]
     policy.eval()
-    rollout = policy.rank(batch.input_ids, batch.attention_mask, K, G, temperature=cfg.temperature, generator=gen)
+    rollout = policy.rank(batch.input_ids, batch.attention_mask, K, G, temperature=cfg.temperature, generator=gen,
+                          noise_rows=distributed.noise_rows(P * G))  # under torchrun: this rank's rows of the noise
     policy.train()
     perm = rollout.perm  # (P, G, K)
     ranked_gains = gains[:, None, :].expand(P, G, K).gather(-1, perm).reshape(P * G, K)
@@ -228,7 +246,9 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
     advantages = rl.group_item_advantages(rewards, cfg.adv_delta)
     if use_uncertainty:
         reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
-        advantages = advantages * rl.uncertainty_weights(reward_var, cfg.unc_eps, cfg.unc_max_weight)
+        over_ranks = distributed.sum_over_ranks if distributed.world() > 1 else None  # the global batch's statistics
+        advantages = advantages * rl.uncertainty_weights(reward_var, cfg.unc_eps, cfg.unc_max_weight,
+                                                         over_ranks=over_ranks)
     with torch.no_grad():
         ref_logprob, _ = reference.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
     decisions = torch.arange(K, device=perm.device) < K - 1  # the last slot is forced
@@ -265,19 +285,11 @@ def _rl_optimizer(policy, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.lr, weight_decay=0.0)
 
 
-def _frozen_copy(policy, state: Optional[dict] = None):
-    ref = copy.deepcopy(policy)
-    if state is not None:
-        ref.load_state_dict(state)
-    ref.eval()
-    ref.requires_grad_(False)
-    return ref
-
-
 def _progress(cfg: TrainConfig, start: int, total: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=start, disable=not cfg.progress, desc="flexrec", dynamic_ncols=True)
+    return tqdm(total=total, initial=start, disable=not (cfg.progress and distributed.is_main()), desc="flexrec",
+                dynamic_ncols=True)
 
 
 def _postfix(logs: dict) -> dict:
@@ -289,6 +301,7 @@ def _postfix(logs: dict) -> dict:
     return out
 
 
+@record  # under torchrun: a rank's uncaught error, with its traceback, heads torchrun's failure summary
 def main(argv: Optional[list[str]] = None) -> int:
     cfg = parse_args(argv)
     start = time.time()
@@ -296,10 +309,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         train(cfg)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError) as err:
-        print(f"flexrec.train: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as err:  # a failing rank exits; torchrun then stops the others
+        print(f"flexrec.train: error{distributed.where()}: {err}", file=sys.stderr, flush=True)
         return 2
-    print(f"wall time {time.time() - start:.0f}s", flush=True)
+    if distributed.is_main():
+        print(f"wall time {time.time() - start:.0f}s", flush=True)
+    distributed.shutdown()
     return 0
 
 
