@@ -12,13 +12,14 @@ ends at the same column and the K decision positions are the same K columns for 
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
-from flexrec.ops import candidate_logits, permutation_logprob, pool_sample
+from flexrec.ops import _checks, candidate_logits, permutation_logprob
 
 
 class Rollout(NamedTuple):
@@ -44,9 +45,15 @@ def left_pad(input_ids: Tensor, attention_mask: Tensor, pad_id: int) -> tuple[Te
     return ids.masked_fill(new_mask == 0, pad_id), new_mask
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg_of(forward_type: type, forward) -> str:
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
 def _cache_kwarg(backbone: nn.Module) -> str:
     # transformers 5 renamed past_key_values to cache; older versions only know the old name.
-    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+    # (inspect.signature costs ~0.15 ms: once per backbone class, not once per decoding step.)
+    return _cache_kwarg_of(type(backbone), type(backbone).forward)
 
 
 def _cache_of(out) -> object:
@@ -152,30 +159,45 @@ class RankingPolicy(nn.Module):
         offset, rows = noise_rows if noise_rows is not None else (0, N)
         if offset < 0 or offset + N > rows:
             raise ValueError(f"noise_rows {noise_rows}: rows {offset}..{offset + N} of {rows} do not exist")
+        # Everything the K steps share is built once, and the loop makes no host sync: the head's
+        # inputs are checked here, then each step calls the ops themselves (torch.ops.flexrec.*),
+        # which is what candidate_logits / pool_sample run after their per-call value checks.
+        weight, bias = self._head()
+        cand_ids = self.slot_ids[:K].expand(N, K).contiguous()
+        _checks.check_ids("slot token ids", cand_ids[:1], weight.shape[0])
+        weight, bias = weight.contiguous(), None if bias is None else bias.contiguous()
+        gumbel_all = None
+        if not greedy:
+            # All K steps' noise in one draw: on a CPU generator the same numbers as K draws of
+            # (rows, K), and on a GPU one host-to-device copy instead of K.
+            u = torch.rand(K, rows, K, generator=generator, device="cpu" if generator is None else generator.device)
+            u = u[:, offset : offset + N] if rows != N else u
+            gumbel_all = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7))).to(ids.device)
+        temperature = float(temperature)
+        _checks.check_temperature(temperature)
         used = torch.zeros(N, K, dtype=torch.bool, device=ids.device)
+        T0 = mask.shape[1]
+        full_mask = torch.cat([mask, mask.new_ones(N, K - 1)], 1)  # the mask of every step, sliced per step
         next_pos = mask.sum(-1, keepdim=True)  # (N, 1)
         perm = torch.empty(N, K, dtype=torch.long, device=ids.device)
         logprob = torch.empty(N, K, dtype=torch.float32, device=ids.device)
+        cache_kwarg = _cache_kwarg(backbone)
         for t in range(K):
-            logits = self._slot_logits(hidden, K)
-            gumbel = None
-            if not greedy:
-                u = torch.rand(rows, K, generator=generator, device="cpu" if generator is None else generator.device)
-                u = u[offset : offset + N] if rows != N else u
-                gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7))).to(logits.device)
-            index, lp, used = pool_sample(logits, used, gumbel, temperature)
+            logits = torch.ops.flexrec.candidate_logits(hidden.contiguous(), weight, cand_ids, bias).float()  # (N, K)
+            gumbel = None if gumbel_all is None else gumbel_all[t]
+            index, lp, used = torch.ops.flexrec.pool_sample(logits, used, gumbel, temperature)
             perm[:, t], logprob[:, t] = index, lp.float()
             if t == K - 1:
                 break  # the last choice needs no forward pass
-            mask = torch.cat([mask, mask.new_ones(N, 1)], 1)
             out = backbone(
                 input_ids=self.slot_ids[index][:, None],
-                attention_mask=mask,
+                attention_mask=full_mask[:, : T0 + t + 1],
                 position_ids=next_pos,
                 use_cache=True,
-                **{_cache_kwarg(backbone): cache},
+                **{cache_kwarg: cache},
             )
             cache, hidden, next_pos = _cache_of(out), out.last_hidden_state[:, -1], next_pos + 1
+        _checks.check_no_nan("rollout log-probs (from the model's hidden states)", logprob)  # one sync, at the end
         return Rollout(perm.view(B, G, K), logprob.view(B, G, K))
 
     def step_logits(self, input_ids: Tensor, attention_mask: Tensor, perm: Tensor) -> Tensor:

@@ -48,6 +48,44 @@ def test_rows_of_a_shared_noise_stream_sample_what_the_whole_batch_samples(world
         policy.rank(ids[:2], mask[:2], 6, samples=G, noise_rows=(5 * G, 6 * G))
 
 
+def _reference_rank(policy, ids, mask, K, G, generator, temperature):
+    """Constrained decoding the plain way: no KV cache (the whole sequence re-run every step), the
+    public ops, and each step's Gumbel noise drawn as its own (B * G, K) block."""
+    from flexrec.ops import candidate_logits, pool_sample
+
+    ids, mask = left_pad(ids, mask, policy.pad_token_id)
+    ids, mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)
+    N = ids.shape[0]
+    weight, _ = policy._head()
+    cand = policy.slot_ids[:K].expand(N, K)
+    used = torch.zeros(N, K, dtype=torch.bool)
+    perm, logprob = torch.empty(N, K, dtype=torch.long), torch.empty(N, K)
+    for t in range(K):
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = policy._backbone()(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -1]
+        u = torch.rand(N, K, generator=generator)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+        index, lp, used = pool_sample(candidate_logits(hidden, weight, cand).float(), used, gumbel, temperature)
+        perm[:, t], logprob[:, t] = index, lp
+        ids = torch.cat([ids, policy.slot_ids[index][:, None]], 1)
+        mask = torch.cat([mask, mask.new_ones(N, 1)], 1)
+    return perm.view(-1, G, K), logprob.view(-1, G, K)
+
+
+@torch.no_grad()
+def test_rank_samples_what_a_cacheless_step_by_step_decoder_samples(world_and_policy):
+    """rank (KV cache, one noise draw for all steps, ops called without per-step checks) picks the
+    same lists as the plain decoder with per-step noise, with the same log-probs."""
+    _, _, policy, _, batch = world_and_policy
+    policy.eval()
+    out = policy.rank(batch.input_ids, batch.attention_mask, 6, samples=3,
+                      generator=torch.Generator().manual_seed(11), temperature=0.8)
+    perm, logprob = _reference_rank(policy, batch.input_ids, batch.attention_mask, 6, 3,
+                                    torch.Generator().manual_seed(11), 0.8)
+    assert torch.equal(out.perm, perm)
+    torch.testing.assert_close(out.logprob, logprob, atol=1e-5, rtol=1e-5)
+
+
 def test_rollout_logprobs_equal_training_forward(world_and_policy):
     _, _, policy, _, batch = world_and_policy
     gen = torch.Generator().manual_seed(1)
