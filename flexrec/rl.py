@@ -12,14 +12,26 @@ import torch
 from torch import Tensor
 
 
-def group_item_advantages(rewards: Tensor, delta: float = 1e-4) -> Tensor:
+def group_item_advantages(rewards: Tensor, delta: float = 1e-4, per_rank: bool = False) -> Tensor:
     """Item advantages normalised within each prompt's group of G rollouts.
 
     A[p, i, k] = (r[p, i, k] - mean_p) / (std_p + delta), where mean_p and std_p (population std)
     are pooled over the group's (i, k) pairs. A group whose rewards are all equal gets zeros.
 
+    ``per_rank`` (ours): the baseline is the mean over the group's G lists at the same rank k,
+    mean_pk, and std_p that of the residuals r - mean_pk, pooled over (i, k). An item reward's
+    typical size depends on its rank (the top ranks decide NDCG, so their rewards are the largest),
+    and a pooled mean leaves that rank effect in every advantage: every first pick gets a large
+    positive advantage, whichever item it was, and ranks past the reward's cutoff get a constant.
+    Per rank, the G picks at rank k are compared with each other, as GRPO compares whole lists.
+    For a sequence-level reward (equal at every rank) both give the same advantages.
+
     Shapes: rewards (P, G, K) -> (P, G, K).
     """
+    if per_rank:
+        centred = rewards - rewards.mean(1, keepdim=True)
+        std = centred.reshape(rewards.shape[0], -1).std(-1, unbiased=False)[:, None, None]
+        return centred / (std + delta)
     flat = rewards.reshape(rewards.shape[0], -1)
     mean = flat.mean(-1)[:, None, None]
     std = flat.std(-1, unbiased=False)[:, None, None]
@@ -61,6 +73,31 @@ def _batch_mean(x: Tensor, over_ranks: Optional[Callable[[Tensor], Tensor]] = No
         return x.mean() if x.numel() else x.new_zeros(())
     total = over_ranks(torch.stack([x.sum(), x.new_tensor(float(x.numel()))]))
     return total[0] / total[1] if total[1] > 0 else x.new_zeros(())
+
+
+def rank_relative_variance(
+    reward_var: Tensor, mask: Optional[Tensor] = None, over_ranks: Optional[Callable[[Tensor], Tensor]] = None
+) -> Tensor:
+    """Each reward's variance divided by the mean variance of the rewards at the same rank (ours).
+
+    A swap reward's variance scales with (d_k - d_j)^2, which is largest at the top of the list: raw
+    variances say mostly where an item sits, not how uncertain its labels are. Fed to
+    `uncertainty_weights` as they are, they silenced the top ranks, where NDCG is decided (measured on
+    random K=10 lists, critic-like label variances: mean normalised weight 0.06 at rank 1, 1.7 at
+    rank 9). Relative to its rank's mean over the batch, a variance compares items at the same rank,
+    so the weights down-weight uncertain labels instead of top positions. Ranks whose variances are
+    all 0 (every label observed, or the forced last slot) stay 0. ``over_ranks``: as in
+    ``uncertainty_weights`` (the means over the global batch under data parallelism).
+
+    Shapes: reward_var (P, G, K) -> (P, G, K); mask (P, G, K) bool or None (which entries count).
+    """
+    u = reward_var.to(torch.float32)
+    m = torch.ones_like(u) if mask is None else mask.to(u.dtype)
+    sums, counts = (u * m).sum((0, 1), keepdim=True), m.sum((0, 1), keepdim=True)
+    if over_ranks is not None:
+        sums, counts = over_ranks(sums), over_ranks(counts)
+    per_rank = sums / counts.clamp(min=1.0)
+    return torch.where(per_rank > 0, u / per_rank.clamp(min=torch.finfo(u.dtype).tiny), torch.zeros_like(u))
 
 
 class PPOLoss(NamedTuple):

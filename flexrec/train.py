@@ -170,7 +170,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
                 optimizer = _rl_optimizer(policy, cfg)
             active = by_need[: 1 + step // cfg.need_stagger] if cfg.need_stagger and step < cfg.sft_steps else by_need
             idx = _sample(sample_rng, active, step, cfg.batch_size if step < cfg.sft_steps else cfg.prompts_per_step,
-                          cfg.need_pure_batches)
+                          cfg.need_pure_batches, _need_weights(cfg, need_order[: len(active)]) if step < cfg.sft_steps else None)
             idx = distributed.shard(idx)  # every rank drew the same global batch; each keeps its share
             batch = collate([train_ex[i] for i in idx], tok, data).to(device)
             gains, gain_var = gains_all[idx].to(device), gain_var_all[idx].to(device)
@@ -243,16 +243,16 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
     ranked_gains = gains[:, None, :].expand(P, G, K).gather(-1, perm).reshape(P * G, K)
     ranked_var = gain_var[:, None, :].expand(P, G, K).gather(-1, perm).reshape(P * G, K)
     rewards = swap_reward(ranked_gains, cfg.ndcg_cutoff, mode).view(P, G, K)
-    advantages = rl.group_item_advantages(rewards, cfg.adv_delta)
-    if use_uncertainty:
-        reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
-        over_ranks = distributed.sum_over_ranks if distributed.world() > 1 else None  # the global batch's statistics
-        advantages = advantages * rl.uncertainty_weights(reward_var, cfg.unc_eps, cfg.unc_max_weight,
-                                                         over_ranks=over_ranks)
-    with torch.no_grad():
-        ref_logprob, _ = reference.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
+    advantages = rl.group_item_advantages(rewards, cfg.adv_delta, per_rank=cfg.adv_baseline == "rank")
     decisions = torch.arange(K, device=perm.device) < K - 1  # the last slot is forced
     mask = decisions.expand(P, G, K)
+    if use_uncertainty:  # variances compared within each rank, over the decisions only (rl.rank_relative_variance)
+        reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
+        over_ranks = distributed.sum_over_ranks if distributed.world() > 1 else None  # the global batch's statistics
+        advantages = advantages * rl.uncertainty_weights(rl.rank_relative_variance(reward_var, mask, over_ranks),
+                                                         cfg.unc_eps, cfg.unc_max_weight, mask, over_ranks)
+    with torch.no_grad():
+        ref_logprob, _ = reference.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
     for _ in range(cfg.ppo_epochs):
         logprob, entropy = policy.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
         out = rl.ppo_clip_loss(logprob, rollout.logprob, ref_logprob, advantages, entropy, mask, cfg.clip,
@@ -263,13 +263,28 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
             "rl/entropy": float(out.entropy), "rl/clip_frac": float(out.clip_frac)}
 
 
-def _sample(rng: np.random.Generator, by_need: list[np.ndarray], step: int, n: int, pure: bool) -> np.ndarray:
-    """Example indices of one batch: from one need per step in turn when ``pure``, else from all."""
+def _sample(rng: np.random.Generator, by_need: list[np.ndarray], step: int, n: int, pure: bool,
+            weights: Optional[list[float]] = None) -> np.ndarray:
+    """Example indices of one batch: from one need per step in turn when ``pure``, else from all.
+
+    ``weights`` (one per need of ``by_need``, or None for equal): how often each need is drawn
+    relative to the others; within a need, examples are drawn uniformly. Ignored when ``pure``.
+    """
     if pure:
         pool = by_need[step % len(by_need)]
         return pool[rng.choice(len(pool), min(n, len(pool)), replace=False)]
     pool = np.concatenate(by_need)
-    return pool[rng.choice(len(pool), min(n, len(pool)), replace=False)]
+    p = None
+    if weights is not None and len(set(weights)) > 1:
+        p = np.concatenate([np.full(len(b), w / len(b)) for b, w in zip(by_need, weights)])
+        p = p / p.sum()
+    return pool[rng.choice(len(pool), min(n, len(pool)), replace=False, p=p)]
+
+
+def _need_weights(cfg: TrainConfig, needs: list[str]) -> list[float]:
+    """The SFT sampling weight of each of ``needs`` from ``cfg.need_weights`` ("need=w,..."; unlisted: 1)."""
+    given = dict(item.split("=") for item in cfg.need_weights.replace(" ", "").split(",") if item)
+    return [float(given.get(need, 1.0)) for need in needs]
 
 
 def _step(policy, optimizer, loss: torch.Tensor, cfg: TrainConfig) -> None:

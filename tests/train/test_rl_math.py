@@ -26,6 +26,30 @@ def test_group_item_advantages_groups_are_independent_and_constant_group_is_zero
     torch.testing.assert_close(adv, torch.tensor([[[0.0], [0.0]], [[-2 / 3], [2 / 3]]]))
 
 
+def test_group_item_advantages_per_rank_baseline():
+    # One prompt, G=2 lists of K=2: rewards [1, 2] and [3, 6]. Rank means: (1 + 3) / 2 = 2, (2 + 6) / 2 = 4.
+    # Residuals -1, -2, 1, 2: mean 0, population variance (1 + 4 + 1 + 4) / 4 = 2.5, std 1.5811388.
+    # A = residual / 1.5811388 = -0.6324555, -1.2649111, 0.6324555, 1.2649111.
+    rewards = torch.tensor([[[1.0, 2.0], [3.0, 6.0]]])
+    adv = rl.group_item_advantages(rewards, delta=0.0, per_rank=True)
+    torch.testing.assert_close(adv, torch.tensor([[[-0.6324555, -1.2649111], [0.6324555, 1.2649111]]]))
+
+
+def test_group_item_advantages_per_rank_equals_pooled_for_sequence_rewards():
+    # A sequence-level reward is the same at every rank, so the rank means are the group mean.
+    rewards = torch.rand(3, 4, 1).expand(3, 4, 5)
+    torch.testing.assert_close(rl.group_item_advantages(rewards, per_rank=True), rl.group_item_advantages(rewards))
+
+
+def test_rank_relative_variance():
+    # P=1, G=2, K=3; the last rank is masked. Rank means over the G lists: (1 + 3) / 2 = 2, (4 + 2) / 2 = 3;
+    # the masked rank has no entries -> 0. Relative: 1/2, 4/3, 0 and 3/2, 2/3, 0.
+    u = torch.tensor([[[1.0, 4.0, 0.0], [3.0, 2.0, 0.0]]])
+    mask = torch.tensor([True, True, False]).expand(1, 2, 3)
+    rel = rl.rank_relative_variance(u, mask)
+    torch.testing.assert_close(rel, torch.tensor([[[0.5, 4 / 3, 0.0], [1.5, 2 / 3, 0.0]]]))
+
+
 def test_uncertainty_weights_normalised_and_clipped():
     # u = 0, 1, 3; mean u = 4/3; eps = 0.5 relative -> 0.5 * 4/3 = 2/3.
     # w = 1 / (u + 2/3) = 1.5, 0.6, 0.2727273; their mean = 2.3727273 / 3 = 0.7909091;
