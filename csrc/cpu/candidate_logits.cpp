@@ -12,16 +12,6 @@ namespace flexrec {
 
 namespace {
 
-// h . w, vectorised: `omp simd` lets the compiler split the sum into lanes, which it may not
-// reassociate otherwise (a pragma cannot sit inside the AT_DISPATCH macro, hence a function).
-template <typename acc_t, typename scalar_t>
-inline acc_t dot_product(const acc_t* h, const scalar_t* w, int64_t H) {
-  acc_t dot = 0;
-#pragma omp simd reduction(+ : dot)
-  for (int64_t j = 0; j < H; ++j) dot += h[j] * static_cast<acc_t>(w[j]);
-  return dot;
-}
-
 void check_head(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& cand_ids) {
   TORCH_CHECK(hidden.dim() == 2, "hidden must be 2-D (N, H), got ", hidden.sizes());
   TORCH_CHECK(weight.dim() == 2, "weight must be 2-D (V, H), got ", weight.sizes());

@@ -191,6 +191,17 @@ struct SoftmaxStats {
   acc_t z;
 };
 
+// h . w, vectorised: `omp simd` lets the compiler split the sum into lanes, which it may not
+// reassociate otherwise (a pragma cannot sit inside the AT_DISPATCH macro, hence a function). candidate_logits and
+// decode_step both use it, so decode_step's logits are candidate_logits' to the bit.
+template <typename acc_t, typename scalar_t>
+inline acc_t dot_product(const acc_t* h, const scalar_t* w, int64_t H) {
+  acc_t dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t j = 0; j < H; ++j) dot += h[j] * static_cast<acc_t>(w[j]);
+  return dot;
+}
+
 template <typename acc_t>
 inline SoftmaxStats<acc_t> compact_softmax(const acc_t* y, int64_t n, acc_t* e) {
   // `omp simd` lets the compiler vectorise these reductions, which it may not reassociate

@@ -1,8 +1,8 @@
 // CPU kernel of flexrec_C::decode_step: candidate_logits followed by pool_sample, parallel over
-// rows, never building the (B, V) logits. Per row: the K dot products (float accumulation; double
-// for double), rounded to the input dtype and the bias added exactly as candidate_logits does,
-// then 1/T, the used mask, Gumbel-max argmax (lowest index on ties) and the log-softmax at the
-// chosen candidate.
+// rows, never building the (B, V) logits. Per row: the dot products of the unused candidates
+// (common.h's dot_product, bias added before rounding to the input dtype, as candidate_logits
+// does), then 1/T, Gumbel-max argmax (lowest index on ties) and common.h's compact_softmax over
+// the unused candidates, as pool_sample does: the same index and log-prob, to the bit.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -11,15 +11,13 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
-#include <type_traits>
 #include <vector>
+
+#include "common.h"
 
 namespace flexrec {
 
 namespace {
-
-template <typename scalar_t>
-using decode_acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_step_cpu(
     const at::Tensor& hidden_in, const at::Tensor& weight_in, const at::Tensor& ids_in,
@@ -68,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_step_cpu(
   at::Tensor used_out = used.clone();
   std::atomic<int64_t> bad_id_row{-1};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, hidden.scalar_type(), "decode_step_cpu", [&] {
-    using acc_t = decode_acc_t<scalar_t>;
+    using acc_t = acc_type_t<scalar_t>;
     const scalar_t* h_ptr = hidden.const_data_ptr<scalar_t>();
     const scalar_t* w_ptr = weight.const_data_ptr<scalar_t>();
     const scalar_t* b_ptr = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
@@ -79,49 +77,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_step_cpu(
     acc_t* lp_ptr = logprob.mutable_data_ptr<acc_t>();
     bool* uo_ptr = used_out.mutable_data_ptr<bool>();
     const acc_t T = static_cast<acc_t>(temperature);
-    const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
     at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> x(K);
+      std::vector<acc_t> h(H), y(K), e(K);
       for (int64_t b = begin; b < end; ++b) {
-        const scalar_t* h = h_ptr + b * H;
+        for (int64_t j = 0; j < H; ++j) h[j] = static_cast<acc_t>(h_ptr[b * H + j]);
         const bool* u = u_ptr + b * K;
+        int64_t best = -1, best_i = 0, n = 0;
+        acc_t best_score = 0;
         for (int64_t k = 0; k < K; ++k) {
           const int64_t id = id_ptr[b * K + k];
           if (id < 0 || id >= V) {
             bad_id_row.store(b);
-            x[k] = neg_inf;
             continue;
           }
-          if (u[k]) {  // masked anyway: skip the dot product
-            x[k] = neg_inf;
-            continue;
-          }
-          const scalar_t* w = w_ptr + id * H;
-          acc_t acc = 0;
-          for (int64_t i = 0; i < H; ++i) acc += static_cast<acc_t>(h[i]) * static_cast<acc_t>(w[i]);
-          scalar_t logit = static_cast<scalar_t>(acc);
-          if (b_ptr != nullptr) logit = static_cast<scalar_t>(static_cast<acc_t>(logit) + static_cast<acc_t>(b_ptr[id]));
-          x[k] = static_cast<acc_t>(logit) / T;
-        }
-        int64_t best = 0;
-        acc_t best_score = neg_inf, mx = neg_inf;
-        bool found = false;
-        for (int64_t k = 0; k < K; ++k) {
-          if (u[k]) continue;
-          const acc_t score = g_ptr ? x[k] + g_ptr[b * K + k] : x[k];
-          if (!found || score > best_score) {  // strict: ties go to the lowest index
+          if (u[k]) continue;  // masked: no dot product
+          acc_t dot = dot_product(h.data(), w_ptr + id * H, H);
+          if (b_ptr != nullptr) dot += static_cast<acc_t>(b_ptr[id]);
+          const acc_t yk = static_cast<acc_t>(static_cast<scalar_t>(dot)) / T;
+          const acc_t score = g_ptr ? yk + g_ptr[b * K + k] : yk;
+          if (best < 0 || score > best_score) {  // strict: ties go to the lowest index
             best = k;
+            best_i = n;
             best_score = score;
-            found = true;
           }
-          mx = std::max(mx, x[k]);
+          y[n++] = yk;
         }
-        acc_t z = 0;
-        for (int64_t k = 0; k < K; ++k) {
-          if (!u[k]) z += std::exp(x[k] - mx);
+        if (best < 0) {  // every candidate used: the Python wrapper reports it before calling
+          i_ptr[b] = 0;
+          lp_ptr[b] = std::numeric_limits<acc_t>::quiet_NaN();
+          continue;
         }
+        const SoftmaxStats<acc_t> st = compact_softmax(y.data(), n, e.data());
         i_ptr[b] = best;
-        lp_ptr[b] = found ? x[best] - mx - std::log(z) : std::numeric_limits<acc_t>::quiet_NaN();
+        lp_ptr[b] = y[best_i] - st.mx - st.logz;
         uo_ptr[b * K + best] = true;
       }
     });

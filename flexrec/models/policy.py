@@ -1,10 +1,11 @@
 """The ranking policy: any causal LM that names candidates with slot tokens (FLEXREC.md section 1).
 
-After the prompt the model emits exactly K slot tokens. Each step's logits come from the
-candidate-restricted head (``candidate_logits``: the final hidden state against the K slot-token
-rows of the output embedding, never the V-wide vocabulary), candidates already emitted are masked,
-and ``pool_sample`` picks the next one. Training recomputes the same masked softmax with
-``permutation_logprob`` on a teacher-forced pass, so rollout and training log-probs agree.
+After the prompt the model emits exactly K slot tokens. Each decoding step is one fused op,
+``decode_step``: the candidate-restricted head (``candidate_logits``: the final hidden state against
+the K slot-token rows of the output embedding, never the V-wide vocabulary), the mask of the
+candidates already emitted, and the pick (``pool_sample``). Training recomputes the same masked
+softmax with ``candidate_logits`` and ``permutation_logprob`` on a teacher-forced pass, so rollout and
+training log-probs agree.
 
 Prompts are left-padded here (whatever padding the batch came with), so that every row's prompt
 ends at the same column and the K decision positions are the same K columns for every row.
@@ -160,8 +161,8 @@ class RankingPolicy(nn.Module):
         if offset < 0 or offset + N > rows:
             raise ValueError(f"noise_rows {noise_rows}: rows {offset}..{offset + N} of {rows} do not exist")
         # Everything the K steps share is built once, and the loop makes no host sync: the head's
-        # inputs are checked here, then each step calls the ops themselves (torch.ops.flexrec.*),
-        # which is what candidate_logits / pool_sample run after their per-call value checks.
+        # inputs are checked here, then each step calls the fused op itself (torch.ops.flexrec.*),
+        # which is what flexrec.ops.decode_step runs after its per-call value checks.
         weight, bias = self._head()
         cand_ids = self.slot_ids[:K].expand(N, K).contiguous()
         _checks.check_ids("slot token ids", cand_ids[:1], weight.shape[0])
@@ -183,9 +184,10 @@ class RankingPolicy(nn.Module):
         logprob = torch.empty(N, K, dtype=torch.float32, device=ids.device)
         cache_kwarg = _cache_kwarg(backbone)
         for t in range(K):
-            logits = torch.ops.flexrec.candidate_logits(hidden.contiguous(), weight, cand_ids, bias).float()  # (N, K)
             gumbel = None if gumbel_all is None else gumbel_all[t]
-            index, lp, used = torch.ops.flexrec.pool_sample(logits, used, gumbel, temperature)
+            # The fused step: candidate_logits then pool_sample in one kernel, no (N, K) logits.
+            index, lp, used = torch.ops.flexrec.decode_step(hidden.contiguous(), weight, cand_ids, used, gumbel,
+                                                            temperature, bias)
             perm[:, t], logprob[:, t] = index, lp.float()
             if t == K - 1:
                 break  # the last choice needs no forward pass
