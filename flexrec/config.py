@@ -84,8 +84,8 @@ class TrainConfig:
     need_order: str = "maximize_interest,trend_promotion,explore_new_topics"  # the curriculum's order
     need_pure_batches: bool = False  # each batch from one need, the needs in turn (see flexrec.train._sample)
     need_weights: str = "explore_new_topics=2"  # SFT sampling weight of a need's examples ("need=w,..."; unlisted: 1).
-    # explore_new_topics, the need that least resembles the others, was learned late: at step 1300 of 1500 on
-    # seed 0 (the other two in 200); drawn twice as often it was learned 100 steps after joining, on seeds 0-2
+    # explore_new_topics, the need that least resembles the others, was learned late: at step 1300-1500 of 1500
+    # on seed 0 (the other two in 200). Drawn twice as often: by step 750 on seeds 1 and 2, 1000-1250 on seed 0
     grad_clip: float = 1.0  # max gradient norm
     # ---- run ---------------------------------------------------------------------------------
     seed: int = 0
