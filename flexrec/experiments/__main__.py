@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run one of the paper-style experiments and write results/NAME.md.")
     p.add_argument("name", choices=sorted(EXPERIMENTS))
     p.add_argument("--size", default="quick", choices=[s for s in SIZES if s != "smoke"] + ["smoke"],
-                   help="quick: CPU, tiny model, minutes; full: a GPU run (smoke: tests only)")
+                   help="quick: all five experiments on a 2-core CPU within 30 minutes; default: the budget of "
+                        "python -m flexrec.train (about 15 minutes per experiment on CPU); full: a GPU run (smoke: tests only)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (each its own world, split and runs)")
     p.add_argument("--model", default="tiny", help="tiny | smollm2-135m | a local Hugging Face model directory")
     p.add_argument("--data", default="synthetic", help="synthetic | ml-100k")

@@ -78,6 +78,7 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
                 lines.append("")
             lines += _deltas(exp, by_method, needs, n_boot, summary.setdefault(setting, {}).setdefault(ev, {}))
             lines += _versus_random(by_method, needs, n_boot)
+            lines += _against_paper(exp, by_method, needs, n_boot)
             png = out_dir / f"{exp.name}-{_slug(heading)}.png"
             _bars(by_method, needs, f"{exp.name}: {heading}", png)
             lines += [f"![NDCG@5 per need]({png.name})", ""]
@@ -127,6 +128,31 @@ def _versus_random(by_method: dict, needs: list[str], n_boot: int) -> list[str]:
         return [f"Reading (generated): every row differs from `random` in {need} NDCG@5 (paired 95% interval).", ""]
     return [f"Reading (generated): in {need} NDCG@5 these rows are indistinguishable from `random` (the paired "
             f"95% interval contains 0): {', '.join(f'`{m}`' for m in same)}.", ""]
+
+
+def _against_paper(exp: Experiment, by_method: dict, needs: list[str], n_boot: int) -> list[str]:
+    """Each pair the paper orders, checked on our numbers (paired NDCG@5, per need)."""
+    paper = exp.paper
+    if paper is None:
+        return []
+    pairs = [(a, b) for a, b in paper.pairs if a in by_method and b in by_method]
+    lines = ["Against the paper (generated from the paired NDCG@5 differences above; the paper used other "
+             f"models and data): {paper.figures}", "",
+             "| paper: above | paper: below | " + " | ".join(needs) + " |", "|---|---|" + "---|" * len(needs)]
+    differs = False
+    for above, below in pairs:
+        cells = []
+        for need in needs:
+            iv = paired_delta(by_method[above], by_method[below], need, "ndcg@5", n_boot)
+            verdict = "as paper" if iv.lo > 0 else "reversed" if iv.hi < 0 else "tie"
+            differs |= verdict != "as paper" and need != "mean"
+            cells.append(f"{verdict} ({iv.mean:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}])")
+        lines.append(f"| {above} | {below} | " + " | ".join(cells) + " |")
+    lines += ["", "`as paper`: the paper's upper method is ahead with the 95% interval above 0; `tie`: the interval "
+              "contains 0; `reversed`: ours orders the pair the other way.", ""]
+    if differs:
+        lines += [f"Where ours differs from the paper, the likely reason: {paper.reason}", ""]
+    return lines
 
 
 def _plt():

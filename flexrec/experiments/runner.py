@@ -57,6 +57,19 @@ class Evaluation:
 
 
 @dataclass
+class PaperOrder:
+    """What the paper reports for an experiment, for the report's "against the paper" section.
+
+    pairs: (above, below) method labels of this experiment that the paper orders that way; figures:
+    the paper's numbers in words (FLEXREC.md section 8); reason: the likely reason where ours differs.
+    """
+
+    pairs: list[tuple[str, str]]
+    figures: str
+    reason: str
+
+
+@dataclass
 class Experiment:
     name: str
     title: str
@@ -66,18 +79,21 @@ class Experiment:
     evaluations: list[Evaluation] = field(default_factory=lambda: [Evaluation("training paraphrases")])
     compare: tuple[str, list[str]] = ("FlexRec", ["SFT", "GRPO seq-NDCG (Rec-R1-like)"])  # paired deltas
     curves: bool = False  # plot the RL reward curves across seeds (training stability)
+    paper: Optional[PaperOrder] = None  # the paper's ordering, compared with ours in the report
 
 
 # Sizes: TrainConfig overrides. "smoke" is for the test suite only (seconds, meaningless numbers).
-# "quick" checks the pipeline on CPU: `joint --seeds 3` trained its 12 runs in 4.8 min on a shared 2-core
-# box (0.5 s a step); at this budget the tiny model is not yet distinguishable from a random order
-# (results/joint.md). `--set sft_steps=300 --set rl_steps=150` gives the trainer's own default budget.
+# "default" is the budget of `python -m flexrec.train` with no arguments (1500 SFT + 300 RL steps on 1,000
+# users): the size at which the README's claims are made. "quick" runs all five experiments x 3 seeds on
+# a 2-core CPU within 30 minutes. "full" is meant for a GPU (K=20, a larger catalogue, twice the default
+# steps; not yet run).
 SIZES = {
     "smoke": dict(world_users=60, world_items=80, sft_steps=3, rl_steps=2, prompts_per_step=2, group_size=2,
                   batch_size=4, critic_epochs=2, critic_ensemble=1, eval_every=1000, save_every=1000),
-    "quick": dict(sft_steps=60, rl_steps=40, eval_every=1000, save_every=1000),
-    "full": dict(world_users=1000, world_items=400, num_candidates=20, sft_steps=300, rl_steps=300,
-                 eval_every=50, save_every=100),
+    "quick": dict(world_users=400, sft_steps=160, rl_steps=30, need_stagger=40, eval_every=1000, save_every=1000),
+    "default": dict(eval_every=250, save_every=1000),
+    "full": dict(world_users=1000, world_items=400, num_candidates=20, sft_steps=3000, rl_steps=600,
+                 eval_every=100, save_every=200),
 }
 BASELINE_OPTIONS = {"smoke": {"bpr": {"epochs": 2}, "sasrec": {"epochs": 2}}}
 
