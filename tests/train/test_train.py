@@ -88,6 +88,9 @@ def test_interrupted_run_saves_a_resumable_checkpoint_midway(tmp_path, small_con
         (dict(need="world_peace"), "unknown need 'world_peace'"),
         (dict(num_candidates=59), "larger than the pool"),
         (dict(reward_mode="vibes"), "--reward-mode"),
+        (dict(need_weights="explore_new_topics=0"), "--need-weights"),
+        (dict(need_weights="world_peace=2"), "--need-weights"),
+        (dict(adv_baseline="median"), "--adv-baseline"),
     ],
 )
 def test_bad_settings_fail_before_any_work(tmp_path, small_config, overrides, message):
@@ -131,3 +134,21 @@ def test_short_run_raises_ndcg_on_the_training_need(tmp_path):
     before = results["untrained"]["maximize_interest"]["ndcg@5"]
     after = results["rl"]["maximize_interest"]["ndcg@5"]
     assert after > before + 0.1, results  # measured: 0.68 -> 0.89 at step 200 with 1000 users
+
+
+def test_need_weights_set_how_often_each_need_is_drawn():
+    import numpy as np
+
+    from flexrec.train import _need_weights, _sample
+
+    cfg = TrainConfig(need_weights="explore_new_topics=3")
+    weights = _need_weights(cfg, ["maximize_interest", "explore_new_topics"])
+    assert weights == [1.0, 3.0]
+    by_need = [np.arange(0, 500), np.arange(500, 1000)]  # two needs, 500 examples each
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([_sample(rng, by_need, step, 16, False, weights) for step in range(200)])
+    # weight 3 against 1: 3/4 of the draws (without replacement within a batch of 16 from 1000, so ~0.75)
+    assert abs((drawn >= 500).mean() - 0.75) < 0.03
+    # equal weights keep the unweighted draw (the same random stream as before the option existed)
+    a, b = np.random.default_rng(1), np.random.default_rng(1)
+    assert (_sample(a, by_need, 0, 16, False, [1.0, 1.0]) == _sample(b, by_need, 0, 16, False)).all()
