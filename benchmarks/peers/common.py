@@ -140,11 +140,12 @@ def world():
     return data, examples
 
 
-def load_model(model: str):
+def load_model(model: str, gradient_checkpointing: bool = False):
     """A fresh (policy, tokenizer) pair: each provider that trains gets its own copy."""
     data, examples = world()
     cfg = train_config(model)
-    policy, tok = load_policy(model, PEERS_K, make_tokenizer_factory(data, examples, cfg), DEVICE, seed=cfg.seed)
+    policy, tok = load_policy(model, PEERS_K, make_tokenizer_factory(data, examples, cfg), DEVICE,
+                              gradient_checkpointing=gradient_checkpointing, seed=cfg.seed)
     policy.eval()
     return policy, tok
 

@@ -49,18 +49,19 @@ def rollouts() -> None:
 
 def train_step() -> None:
     print("| model | P x G | provider | step ms (median) | first step ms | peak MiB | repaired completions | "
-          "flexrec x | flexrec memory saving | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    data = rows("peers_train_step")
-    for r in data:
-        fx = next((f for f in data if f["provider"] == "flexrec" and f["model"] == r["model"] and f["P"] == r["P"]
-                   and f["G"] == r["G"]), {})
-        key = r["provider"].replace("-", "_")
-        speed = fmt(fx.get(f"x_vs_{key}")) + "x" if fx.get(f"x_vs_{key}") else ""
-        saving = f"{fx[f'mem_saving_vs_{key}'] * 100:.0f}%" if fx.get(f"mem_saving_vs_{key}") is not None else ""
+          "x vs trl | x vs trl-gc | memory saving vs trl | memory saving vs trl-gc | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows("peers_train_step"):
+        ratios = []
+        for key in ("trl", "trl_gc"):
+            x = r.get(f"x_vs_{key}")
+            ratios.append(fmt(x) + "x" if x else "")
+        for key in ("trl", "trl_gc"):
+            saving = r.get(f"mem_saving_vs_{key}")
+            ratios.append(f"{saving * 100:.0f}%" if saving is not None else "")
         repaired = f"{r['repaired']}/{r['completions']}" if "completions" in r else "0 (by construction)"
         print(f"| {r['model']} | {r['P']} x {r['G']} | {r['provider']} | {fmt(r['median_ms'], 0)} | "
-              f"{fmt(r['first_step_ms'], 0)} | {fmt(r['peak_mib'], 1)} | {repaired} | {speed} | {saving} | "
+              f"{fmt(r['first_step_ms'], 0)} | {fmt(r['peak_mib'], 1)} | {repaired} | {' | '.join(ratios)} | "
               f"{r.get('load1')} |")
 
 

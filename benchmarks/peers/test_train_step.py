@@ -8,7 +8,8 @@ Each provider runs in a process of its own (``train_worker.py``), so that its pe
 own: the same model, the same P prompts, G rankings of K = 30 per prompt, one optimiser step per
 step. Rows (benchmarks/out/peers_train_step.json): step time (median of the steps after the first)
 and peak memory (model + reference + optimizer state + gradients + activations, above the level
-after imports); the flexrec row adds its speed-up and memory saving against both TRL settings.
+after imports); each flexrec row (``flexrec``, and ``flexrec-gc`` with gradient checkpointing, like
+TRL's default) adds its speed-up and memory saving against both TRL settings.
 Never fails on speed.
 """
 
@@ -27,7 +28,7 @@ from sizes import PEERS_K, PEERS_TRAIN_CPU, PEERS_TRAIN_CPU_FULL, PEERS_TRAIN_GP
 from peers import common
 
 FILE = "peers_train_step"
-PROVIDERS = ("trl", "trl-gc", "flexrec")
+PROVIDERS = ("trl", "trl-gc", "flexrec", "flexrec-gc")
 SIZES = PEERS_TRAIN_GPU if common.DEVICE == "cuda" else (PEERS_TRAIN_CPU_FULL if peers_full() else PEERS_TRAIN_CPU)
 STEPS = 3  # the first is a warm-up (it also allocates the optimizer state)
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_worker.py")
@@ -62,7 +63,7 @@ def test_train_step(benchmark, model, size, provider):
     row = common.add_row(FILE, "rl_step", provider, timed, model=model, P=P, G=G, K=PEERS_K)
     row.update(result, first_step_ms=round(steps[0] * 1e3, 1), peak_mib=round(common.mib(peak), 1))
     benchmark.extra_info.update(row)
-    if provider == "flexrec":
+    if provider.startswith("flexrec"):
         peers = common.peer_rows(FILE, model=model, P=P, G=G, K=PEERS_K)
         for name in ("trl", "trl-gc"):
             other = peers.get(name)

@@ -1,6 +1,6 @@
 """One provider's training steps in a process of its own, so that its peak memory is its own.
 
-    python benchmarks/peers/train_worker.py --provider flexrec|trl|trl-gc --model tiny --P 8 --G 8 --steps 3
+    python benchmarks/peers/train_worker.py --provider flexrec|flexrec-gc|trl|trl-gc --model tiny --P 8 --G 8 --steps 3
 
 Prints one JSON line: step_s (seconds of each step; the first is a warm-up), peak_bytes (the most
 memory in use during the steps above the level after imports: model, reference model, optimizer
@@ -9,7 +9,9 @@ for TRL the share of its completions that needed repair before the reward could 
 
 - flexrec: ``flexrec.train.rl_step`` (rollout of G rankings per prompt with the constrained
   decoder, item-level swap rewards, uncertainty-scaled advantages, PPO-clip with KL to the frozen
-  reference, one AdamW step), called through the thin adapter ``flexrec_step`` below.
+  reference, one AdamW step), called through the thin adapter ``flexrec_step`` below;
+  ``flexrec-gc`` the same with ``--gradient-checkpointing`` (TRL's default), for a like-for-like
+  memory comparison with ``trl-gc``.
 - trl: ``trl.GRPOTrainer.train`` on the same model (saved with its slot tokens and loaded by TRL
   from that directory, as a user would) and the same P prompts, G completions of exactly K tokens
   each, a sequence-level NDCG reward over the slot tokens the completion wrote (repaired as
@@ -45,19 +47,20 @@ def batch_for(model: str, P: int, tok):
     return batch, gains, gain_var
 
 
-def flexrec_step(model: str, P: int, G: int):
+def flexrec_step(model: str, P: int, G: int, checkpointing: bool = False):
     """Adapter (ours): one flexrec RL step, as ``python -m flexrec.train`` runs it, on a fixed batch.
 
     Calls ``flexrec.train.rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg, gen)``
     with the trainer's own defaults (``TrainConfig``) at K = 30, P prompts and G rankings each."""
     import dataclasses
 
-    from flexrec import train
+    from flexrec import parallel, train
 
-    policy, tok = common.load_model(model)
+    policy, tok = common.load_model(model, gradient_checkpointing=checkpointing)
     policy.train()
-    cfg = dataclasses.replace(common.train_config(model), prompts_per_step=P, group_size=G)
-    reference = train._frozen_copy(policy)
+    cfg = dataclasses.replace(common.train_config(model), prompts_per_step=P, group_size=G,
+                              gradient_checkpointing=checkpointing)
+    reference = parallel.frozen_copy(policy)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.lr, weight_decay=0.0)
     batch, gains, gain_var = batch_for(model, P, tok)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -132,7 +135,7 @@ def trl_run(model: str, P: int, G: int, steps: int, checkpointing: bool) -> tupl
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--provider", choices=("flexrec", "trl", "trl-gc"), required=True)
+    p.add_argument("--provider", choices=("flexrec", "flexrec-gc", "trl", "trl-gc"), required=True)
     p.add_argument("--model", default="tiny")
     p.add_argument("--P", type=int, default=8)
     p.add_argument("--G", type=int, default=8)
@@ -153,8 +156,8 @@ def main() -> None:
     common.world()
     extra: dict = {}
     with common.PeakRSS(interval=0.002) as mem:
-        if a.provider == "flexrec":
-            step = flexrec_step(a.model, a.P, a.G)
+        if a.provider.startswith("flexrec"):
+            step = flexrec_step(a.model, a.P, a.G, checkpointing=a.provider == "flexrec-gc")
             times = []
             for _ in range(a.steps):
                 t0 = time.perf_counter()
