@@ -36,7 +36,7 @@ class TrainConfig:
     history_max: int = 6  # most recent history items shown in a prompt (prompt length is the CPU cost)
     prompt: str = "auto"  # "full" (flexrec.data's chat prompts), "compact" (flexrec.prompt_adapter), "auto":
     # compact for the tiny preset, which cannot learn to read the full prompts in a CPU budget; full otherwise
-    trend_tags: bool = True  # show each item's recent-plays tier in prompts (flexrec.prompt_adapter)
+    trend_tags: bool = True  # show each candidate's recent-plays tier (at the user's cutoff) in prompts
     observe_fraction: float = 0.1  # share of (user, item) feedback the trainer may see (the paper's 10%)
     # ---- model -------------------------------------------------------------------------------
     model: str = "tiny"  # "tiny", "smollm2-135m" or a local Hugging Face causal-LM directory

@@ -1,41 +1,10 @@
-"""(Adapter, ours) Show the trend signal in prompts: each item's title gets its recent-plays tier.
-
-``trend_promotion`` mixes interest with *short-term* popularity (plays in the last days before the
-user's cutoff), but ``flexrec.data``'s prompts show only titles and topics, so a policy could learn
-that half of the label only by memorising item names. Until the prompts carry it (requested from
-the data package, issue 4), this adapter appends a tier word to every title, from the quintile of
-log1p(recent plays) over the catalogue: "Quiet Harbor (jazz) - hot lately".
-
-It is exact only when every user shares one cutoff day (the synthetic world); with per-user cutoffs
-(MovieLens) one global tier would leak plays after some users' cutoffs, so it is not applied there.
-"""
+"""(Adapter, ours) Compact prompts for the tiny from-scratch model (the full prompts are flexrec.data's)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from flexrec.data.world import InteractionData
-
-TIERS = ("cold", "cool", "warm", "hot", "viral")
-
-
-def trend_tiers(data: InteractionData) -> np.ndarray:
-    """Quintile (0..4) of each item's recent plays. Shapes: (n_items,) int64."""
-    end = int(data.cutoff_day.max())
-    recent = np.log1p(data.daily_popularity[max(0, end - data.trend_window) : end].sum(0))
-    rank = np.argsort(np.argsort(recent, kind="stable"), kind="stable")
-    return (rank * len(TIERS) // len(recent)).astype(np.int64)
-
-
-def with_trend_tags(data: InteractionData) -> InteractionData:
-    """A view of ``data`` whose titles end in the item's trend tier; ``data`` itself is unchanged."""
-    if len(np.unique(data.cutoff_day)) != 1:
-        return data
-    tiers = trend_tiers(data)
-    titles = [f"{title} - {TIERS[t]} lately" for title, t in zip(data.item_titles, tiers)]
-    return dataclasses.replace(data, item_titles=titles)
+from flexrec.data.world import TREND_TIERS, InteractionData
 
 
 # ------------------------------------------------------------------------------------------------
@@ -56,12 +25,13 @@ def with_trend_tags(data: InteractionData) -> InteractionData:
 # flexrec.data's prompts.
 
 
-def compact_prompt(example, data: InteractionData, max_history: int = 0) -> str:
+def compact_prompt(example, data: InteractionData, max_history: int = 0, trend: bool = True) -> str:
     """Shapes: one RankingExample -> one string ending where the first slot token is due.
 
-    (``max_history`` is unused: the whole history is summarised per topic.)
+    (``max_history`` is unused: the whole history is summarised per topic.) ``trend``: show each
+    candidate's short-term popularity tier at the user's cutoff (``InteractionData.trend_tiers``).
     """
-    tiers = _tiers_of(data)
+    tiers = data.trend_tiers(example.user) if trend else None
     h_items, h_fb, _ = data.history(example.user)
     h_topics = data.item_topics[h_items].astype(np.float32)  # (h, T)
     count = h_topics.sum(0)
@@ -72,7 +42,8 @@ def compact_prompt(example, data: InteractionData, max_history: int = 0) -> str:
         seen = count[topics].sum() > 0
         rating = f"{float(mean[topics][count[topics] > 0].mean()) * 4 + 1:.0f}" if seen else "-"
         names = " ".join(data.topic_names[t] for t in topics)
-        return f"{names} {TIERS[tiers[item]]} {'seen' if seen else 'new'} {rating}<c{k}>"
+        tier = f" {TREND_TIERS[tiers[item]]}" if trend else ""
+        return f"{names}{tier} {'seen' if seen else 'new'} {rating}<c{k}>"
 
     # The instruction comes last, closed by the need's name as one tag token ("need: trend_promotion"),
     # so the answer position holds the need itself. Without the tag (the paraphrase alone, first or
@@ -81,16 +52,8 @@ def compact_prompt(example, data: InteractionData, max_history: int = 0) -> str:
                      + [f"{example.instruction} <need:{example.need}>"])
 
 
-def _tiers_of(data: InteractionData) -> np.ndarray:
-    cached = getattr(data, "_flexrec_tiers", None)
-    if cached is None:
-        cached = trend_tiers(data)
-        object.__setattr__(data, "_flexrec_tiers", cached)
-    return cached
-
-
-def compact_collate(examples, tokenizer, data: InteractionData, max_history: int = 0):
+def compact_collate(examples, tokenizer, data: InteractionData, max_history: int = 0, trend: bool = True):
     """flexrec.data.collate with compact prompts: the same RankingBatch, left-padded."""
     from flexrec.data import collate
 
-    return collate(examples, tokenizer, data, render=lambda e: compact_prompt(e, data, max_history))
+    return collate(examples, tokenizer, data, render=lambda e: compact_prompt(e, data, max_history, trend))

@@ -27,7 +27,6 @@ from flexrec.data import NEEDS, build_examples, load, split_users
 from flexrec.evaluation import evaluate, policy_ranker, popularity_ranker
 from flexrec.models import check_model_spec, load_policy
 from flexrec.ops import swap_reward, swap_reward_var
-from flexrec.prompt_adapter import with_trend_tags
 from flexrec.report import results_table, write_report
 from flexrec.runlog import RunDir, load_checkpoint, rng_state, set_rng_state
 from flexrec.train_setup import make_collate, make_tokenizer_factory, tiny_overrides, world_options
@@ -66,8 +65,6 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
 
     # ---- 1. data ---------------------------------------------------------------------------------
     data = load(cfg.data, **world_options(cfg))
-    if cfg.trend_tags:
-        data = with_trend_tags(data)
     longest_history = int(np.diff(data.history_ptr).max())
     if K > data.n_items - longest_history:
         raise ValueError(

@@ -44,8 +44,8 @@ def use_compact_prompts(cfg: TrainConfig) -> bool:
 def make_collate(cfg: TrainConfig) -> Callable[..., RankingBatch]:
     """collate(examples, tokenizer, data) -> RankingBatch, with the prompts this config asks for."""
     if use_compact_prompts(cfg):
-        return lambda examples, tok, data: compact_collate(examples, tok, data, cfg.history_max)
-    return lambda examples, tok, data: collate(examples, tok, data, max_history=cfg.history_max)
+        return lambda examples, tok, data: compact_collate(examples, tok, data, cfg.history_max, cfg.trend_tags)
+    return lambda examples, tok, data: collate(examples, tok, data, max_history=cfg.history_max, trend=cfg.trend_tags)
 
 
 def make_tokenizer_factory(data: InteractionData, examples: list[RankingExample], cfg: TrainConfig,
@@ -56,10 +56,10 @@ def make_tokenizer_factory(data: InteractionData, examples: list[RankingExample]
     def factory():
         step = max(1, len(examples) // n_prompts)
         if use_compact_prompts(cfg):
-            prompts = [compact_prompt(ex, data, cfg.history_max) for ex in examples[::step]]
+            prompts = [compact_prompt(ex, data, cfg.history_max, cfg.trend_tags) for ex in examples[::step]]
         else:
             bootstrap = train_tiny_tokenizer()
-            prompts = [format_prompt(ex, data, bootstrap, cfg.history_max) for ex in examples[::step]]
+            prompts = [format_prompt(ex, data, bootstrap, cfg.history_max, cfg.trend_tags) for ex in examples[::step]]
         tok = train_tiny_tokenizer(default_corpus() + prompts)
         if use_compact_prompts(cfg):
             tok.add_tokens([f"<need:{name}>" for name in NEEDS], special_tokens=True)

@@ -18,7 +18,7 @@ from .pools import DEFAULT_MIX, PoolTooSmallError, build_pool, split_users
 from .prompts import render_prompt
 from .synthetic import SyntheticWorld
 from .tokens import add_slot_tokens, slot_token_ids, slot_tokens, train_tiny_tokenizer
-from .world import InteractionData, SparseLabels
+from .world import TREND_TIERS, InteractionData, SparseLabels
 
 DATASETS = ("synthetic", "ml-100k", "ml-1m", "kuairec")
 
@@ -46,7 +46,7 @@ def load(name: str, path: str | None = None, **options) -> InteractionData:
 
 __all__ = [
     "DATASETS", "DEFAULT_MIX", "NEEDS", "InteractionData", "LabelContext", "Need", "PoolTooSmallError",
-    "RankingBatch", "RankingExample", "SparseLabels", "SyntheticWorld", "add_slot_tokens", "build_examples",
+    "RankingBatch", "RankingExample", "SparseLabels", "SyntheticWorld", "TREND_TIERS", "add_slot_tokens", "build_examples",
     "build_pool", "collate", "get_need", "label_context", "load", "make_example", "pool_labels", "register_need",
     "render_prompt", "slot_token_ids", "slot_tokens", "split_users", "train_tiny_tokenizer",
 ]

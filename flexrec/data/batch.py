@@ -44,11 +44,11 @@ class RankingBatch:
 
 def collate(examples: list[RankingExample], tokenizer, data: InteractionData, max_tokens: int = 1024,
             max_history: int = 20,
-            render: Optional[Callable[[RankingExample], str]] = None) -> RankingBatch:
+            render: Optional[Callable[[RankingExample], str]] = None, trend: bool = True) -> RankingBatch:
     """Render, tokenize and left-pad the prompts of `examples` (all with the same K).
 
     ``render`` turns an example into its prompt text; the default is :func:`render_prompt` with
-    ``max_tokens`` and ``max_history`` (a custom renderer must fit its own budget)."""
+    ``max_tokens``, ``max_history`` and ``trend`` (a custom renderer must fit its own budget)."""
     if not examples:
         raise ValueError("collate needs at least one example")
     K = examples[0].K
@@ -58,7 +58,7 @@ def collate(examples: list[RankingExample], tokenizer, data: InteractionData, ma
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to its eos token)")
     if render is None:
         def render(e: RankingExample) -> str:
-            return render_prompt(e, data, tokenizer, max_tokens, max_history)
+            return render_prompt(e, data, tokenizer, max_tokens, max_history, trend)
     prompts = [render(e) for e in examples]
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     L = max(len(x) for x in ids)

@@ -1,5 +1,9 @@
 """Prompts: need instruction + recent history + candidates named by slot tokens.
 
+Each candidate line ends with the item's short-term popularity tier at the user's cutoff ("- hot
+lately", ``InteractionData.trend_tiers``), the signal the trend need depends on; ``trend=False``
+leaves it out.
+
 The rendered prompt ends where the answer starts (the chat template's generation prompt, or
 "Ranking:" without one), so the model's next token should be the first slot token. A token budget is
 met by dropping the oldest history lines; the candidates are never shortened (if they alone do not
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 from .examples import RankingExample
 from .tokens import slot_tokens
-from .world import InteractionData
+from .world import TREND_TIERS, InteractionData
 
 SYSTEM_PROMPT = ("You are a recommender. Rank every candidate for the user's stated need, best first, "
                  "by writing the candidates' slot tokens, each exactly once.")
@@ -24,7 +28,7 @@ def item_text(data: InteractionData, item: int) -> str:
     return f"{title} [{', '.join(topics)}]" if topics else title
 
 
-def user_message(example: RankingExample, data: InteractionData, n_history: int) -> str:
+def user_message(example: RankingExample, data: InteractionData, n_history: int, trend: bool = True) -> str:
     """The user turn, with the `n_history` most recent history items (oldest first)."""
     lines = [f"Need: {example.instruction}", ""]
     if n_history > 0 and len(example.history_items):
@@ -34,15 +38,19 @@ def user_message(example: RankingExample, data: InteractionData, n_history: int)
     else:
         lines.append("Recent history: none.")
     lines += ["", "Candidates:"]
-    lines += [f"{slot} {item_text(data, int(item))}" for slot, item in zip(slot_tokens(example.K), example.items)]
+    tiers = data.trend_tiers(example.user) if trend else None
+    for slot, item in zip(slot_tokens(example.K), example.items):
+        tier = f" - {TREND_TIERS[tiers[item]]} lately" if trend else ""
+        lines.append(f"{slot} {item_text(data, int(item))}{tier}")
     lines += ["", f"Answer with all {example.K} candidate slots, best first."]
     return "\n".join(lines)
 
 
-def format_prompt(example: RankingExample, data: InteractionData, tokenizer, n_history: int) -> str:
+def format_prompt(example: RankingExample, data: InteractionData, tokenizer, n_history: int,
+                  trend: bool = True) -> str:
     """The full prompt text with `n_history` history items, through the chat template if there is one."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": user_message(example, data, n_history)}]
+                {"role": "user", "content": user_message(example, data, n_history, trend)}]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return f"{SYSTEM_PROMPT}\n\n{messages[1]['content']}\n\nRanking:"
@@ -53,21 +61,21 @@ def count_tokens(tokenizer, text: str) -> int:
 
 
 def render_prompt(example: RankingExample, data: InteractionData, tokenizer, max_tokens: int = 1024,
-                  max_history: int = 20) -> str:
+                  max_history: int = 20, trend: bool = True) -> str:
     """The prompt with as much of the last `max_history` history items as fits in `max_tokens`.
 
     Binary search on the number of history items kept (the length grows with it).
     Raises ValueError if the prompt with no history at all exceeds `max_tokens`.
     """
     lo, hi = 0, min(max_history, len(example.history_items))
-    shortest = format_prompt(example, data, tokenizer, 0)
+    shortest = format_prompt(example, data, tokenizer, 0, trend)
     if count_tokens(tokenizer, shortest) > max_tokens:
         raise ValueError(f"the prompt without history needs {count_tokens(tokenizer, shortest)} tokens, "
                          f"over max_tokens={max_tokens}: candidates are never cut; raise the budget or lower K")
     while lo < hi:  # invariant: lo items fit
         mid = (lo + hi + 1) // 2
-        if count_tokens(tokenizer, format_prompt(example, data, tokenizer, mid)) <= max_tokens:
+        if count_tokens(tokenizer, format_prompt(example, data, tokenizer, mid, trend)) <= max_tokens:
             lo = mid
         else:
             hi = mid - 1
-    return format_prompt(example, data, tokenizer, lo)
+    return format_prompt(example, data, tokenizer, lo, trend)

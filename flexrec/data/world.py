@@ -56,6 +56,10 @@ class SparseLabels:
         return self.keys[lo:hi] - user * self.n_items
 
 
+# Words for the quintiles of short-term popularity (InteractionData.trend_tiers), coldest first.
+TREND_TIERS = ("cold", "cool", "warm", "hot", "viral")
+
+
 @dataclass
 class InteractionData:
     """A recommendation dataset in flexrec's common form.
@@ -122,6 +126,22 @@ class InteractionData:
         end = int(self.cutoff_day[user])
         start = max(0, end - self.trend_window)
         return self.daily_popularity[start:end, items].sum(axis=0).astype(np.float32)
+
+    def trend_tiers(self, user: int) -> np.ndarray:
+        """Each item's tier of short-term popularity as the user sees it: the quintile (0..4, see
+        ``TREND_TIERS``) of log1p(plays in the ``trend_window`` days before the user's cutoff) over the
+        catalogue, ties broken by item index. Computed at the user's own cutoff, so it never shows
+        plays from the user's future (per-user cutoffs, as in MovieLens, are fine); cached per cutoff.
+
+        Shapes: -> (n_items,) int64.
+        """
+        end = int(self.cutoff_day[user])
+        cache = self.__dict__.setdefault("_trend_tier_cache", {})
+        if end not in cache:
+            recent = np.log1p(self.daily_popularity[max(0, end - self.trend_window) : end].sum(0))
+            rank = np.argsort(np.argsort(recent, kind="stable"), kind="stable")
+            cache[end] = (rank * len(TREND_TIERS) // len(recent)).astype(np.int64)
+        return cache[end]
 
     def normalized_interest(self, values: np.ndarray) -> np.ndarray:
         """Map interest from the dataset's scale to [0, 1]. Shapes: any -> same."""

@@ -106,10 +106,6 @@ def build_policy(cfg, device: str = "cpu"):
     from flexrec.data import NEEDS
 
     data = load(cfg.data, **world_options(cfg))
-    if getattr(cfg, "trend_tags", False):
-        from flexrec.prompt_adapter import with_trend_tags
-
-        data = with_trend_tags(data)
     train_ex = build_examples(data, need_list(cfg.need, NEEDS), "train", cfg.num_candidates, cfg.seed,
                               split_fractions=SPLITS)
     dev = resolve_device(device)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from flexrec.data import (add_slot_tokens, build_examples, collate, render_prompt, slot_token_ids, slot_tokens,
-                          train_tiny_tokenizer)
+from flexrec.data import (TREND_TIERS, SyntheticWorld, add_slot_tokens, build_examples, collate, render_prompt,
+                          slot_token_ids, slot_tokens, train_tiny_tokenizer)
 from flexrec.data.prompts import count_tokens, format_prompt
 
 
@@ -87,6 +87,36 @@ def test_prompt_has_instruction_history_and_every_candidate(world, examples, slo
     for item in e.history_items[-20:]:
         assert world.item_titles[item] in prompt
     assert "liked it" in prompt
+
+
+def test_candidates_carry_their_trend_tier_and_trend_false_drops_it(world, examples, slot_tokenizer):
+    e = examples[0]
+    tiers = world.trend_tiers(e.user)
+    prompt = render_prompt(e, world, slot_tokenizer)
+    for k, item in enumerate(e.items):
+        assert f"<c{k}> {world.item_titles[item]} - {TREND_TIERS[tiers[item]]} lately" in prompt
+    plain = render_prompt(e, world, slot_tokenizer, trend=False)
+    assert " lately" not in plain and all(f"<c{k}> " in plain for k in range(e.K))
+    batch = collate(examples[:2], slot_tokenizer, world, max_tokens=2048, trend=False)
+    assert all(" lately" not in p for p in batch.prompts)
+
+
+def test_trend_tiers_are_quintiles_of_recent_plays_before_the_users_cutoff():
+    """Each user's tiers come from the plays before their own cutoff: plays after it change nothing,
+    plays in the window before it move the item up."""
+    data = SyntheticWorld(seed=1, n_users=20, n_items=50, n_topics=4)
+    cut = int(data.cutoff_day[3])
+    data.cutoff_day[3] = cut - 2  # user 3 sees an earlier day than the others
+    user3, other = data.trend_tiers(3).copy(), data.trend_tiers(0).copy()
+    assert sorted(np.bincount(user3, minlength=5)) == [10] * 5  # 50 items in 5 equal tiers
+    coldest = int(np.argmin(np.where(user3 == 0, np.arange(50), 99)))
+    data.__dict__.pop("_trend_tier_cache", None)
+    data.daily_popularity[cut - 2 :, coldest] += 10_000  # the future of user 3 (not of user 0)
+    np.testing.assert_array_equal(data.trend_tiers(3), user3)
+    assert data.trend_tiers(0)[coldest] == len(TREND_TIERS) - 1 and other[coldest] < len(TREND_TIERS) - 1
+    data.__dict__.pop("_trend_tier_cache", None)
+    data.daily_popularity[cut - 3, coldest] += 10_000  # inside user 3's window
+    assert data.trend_tiers(3)[coldest] == len(TREND_TIERS) - 1
 
 
 def test_budget_shortens_history_never_candidates(world, examples, slot_tokenizer):

@@ -18,11 +18,10 @@ def _fresh_policy_state(cfg: TrainConfig, tmp_path):
     """The untrained policy's weights, rebuilt exactly as the trainer builds them."""
     from flexrec.data import build_examples, load
     from flexrec.models import load_policy
-    from flexrec.prompt_adapter import with_trend_tags
     from flexrec.train import SPLITS
     from flexrec.train_setup import make_tokenizer_factory, tiny_overrides, world_options
 
-    data = with_trend_tags(load(cfg.data, **world_options(cfg)))
+    data = load(cfg.data, **world_options(cfg))
     train_ex = build_examples(data, None, "train", cfg.num_candidates, cfg.seed, split_fractions=SPLITS)
     policy, _ = load_policy(cfg.model, cfg.num_candidates, make_tokenizer_factory(data, train_ex, cfg), seed=cfg.seed,
                             cache_dir=tmp_path / "cache",
