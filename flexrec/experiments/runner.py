@@ -90,7 +90,7 @@ class Experiment:
 SIZES = {
     "smoke": dict(world_users=60, world_items=80, sft_steps=3, rl_steps=2, prompts_per_step=2, group_size=2,
                   batch_size=4, critic_epochs=2, critic_ensemble=1, eval_every=1000, save_every=1000),
-    "quick": dict(world_users=400, sft_steps=160, rl_steps=30, need_stagger=40, eval_every=1000, save_every=1000),
+    "quick": dict(world_users=400, sft_steps=300, rl_steps=50, need_stagger=75, eval_every=1000, save_every=1000),
     "default": dict(eval_every=250, save_every=1000),
     "full": dict(world_users=1000, world_items=400, num_candidates=20, sft_steps=3000, rl_steps=600,
                  eval_every=100, save_every=200),
