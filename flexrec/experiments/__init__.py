@@ -42,7 +42,7 @@ _WHY_RL_TIES = (
     "this world either (compare `FlexRec w/o uncertainty` where the report has it): the critic's 50% and 90% "
     "intervals cover 41% and 86% of held-out labels (seed 0), so its variances are only roughly calibrated, and "
     "the weights shrink the effective batch. At the quick size every LLM method also stops short of its plateau "
-    "(30 RL steps), so orderings there say little.")
+    "(300 SFT and 50 RL steps), so orderings there say little.")
 _PAPER_MAIN = ("FlexRec above every baseline: MovieLens-1M maximize interest NDCG@5 0.615 vs Rec-R1 (sequence-level "
                "GRPO) 0.554; KuaiRec 0.597 vs BERT4Rec 0.415 (SASRec-like); +59% NDCG@5 over the untrained model.")
 
