@@ -60,6 +60,7 @@ def _experiments() -> dict[str, Experiment]:
             "One policy trained on every need, switching by the instruction in the prompt.",
             [Setting("all needs", {"need": "all"})], BASELINES + LLM + [NOUNC],
             compare=("FlexRec", ["SFT", SEQ.label, NOUNC.label]),
+            compare_also=[(NOUNC.label, ["SFT", SEQ.label])],
             paper=PaperOrder([("FlexRec", SEQ.label), ("FlexRec", RANK.label), ("FlexRec", "SFT"), ("FlexRec", "SASRec"),
                          ("FlexRec", UNTRAINED.label)], _PAPER_MAIN, _WHY_RL_TIES)),
         "generalization": Experiment(

@@ -76,7 +76,10 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
                     lines.append(f"| {method} | " + " | ".join(str(ivs[m]) for m in METRICS)
                                  + f" | {cell.seed_std(need):.3f} | {ivs['ndcg@5'].n} |")
                 lines.append("")
-            lines += _deltas(exp, by_method, needs, n_boot, summary.setdefault(setting, {}).setdefault(ev, {}))
+            part = summary.setdefault(setting, {}).setdefault(ev, {})
+            lines += _deltas(exp.compare, by_method, needs, n_boot, part)
+            for compare in exp.compare_also:
+                lines += _deltas(compare, by_method, needs, n_boot, part.setdefault(f"vs {compare[0]}", {}))
             lines += _versus_random(by_method, needs, n_boot)
             lines += _against_paper(exp, by_method, needs, n_boot)
             png = out_dir / f"{exp.name}-{_slug(heading)}.png"
@@ -94,9 +97,9 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
     return md
 
 
-def _deltas(exp: Experiment, by_method: dict, needs: list[str], n_boot: int, summary: dict) -> list[str]:
+def _deltas(compare: tuple[str, list[str]], by_method: dict, needs: list[str], n_boot: int, summary: dict) -> list[str]:
     """Paired NDCG@5 differences of the reference method against each comparison."""
-    ref, others = exp.compare
+    ref, others = compare
     others = [o for o in others if o in by_method]
     if ref not in by_method or not others:
         return []

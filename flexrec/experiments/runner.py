@@ -78,6 +78,7 @@ class Experiment:
     methods: list[Method]
     evaluations: list[Evaluation] = field(default_factory=lambda: [Evaluation("training paraphrases")])
     compare: tuple[str, list[str]] = ("FlexRec", ["SFT", "GRPO seq-NDCG (Rec-R1-like)"])  # paired deltas
+    compare_also: list[tuple[str, list[str]]] = field(default_factory=list)  # further (reference, others) tables
     curves: bool = False  # plot the RL reward curves across seeds (training stability)
     paper: Optional[PaperOrder] = None  # the paper's ordering, compared with ours in the report
 
