@@ -116,8 +116,10 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     if resume is None and distributed.world() > 1:
         gains_all, gain_var_all = distributed.broadcast((gains_all, gain_var_all) if distributed.is_main() else None)
 
-    need_order = sorted(train_needs, key=lambda n: cfg.need_order.split(",").index(n) if n in cfg.need_order.split(",") else 99)
+    order = cfg.need_order.split(",")  # the SFT curriculum's order; needs it does not name come last
+    need_order = sorted(train_needs, key=lambda n: order.index(n) if n in order else len(order))
     by_need = [np.flatnonzero([ex.need == n for ex in train_ex]) for n in need_order]
+    sft_weights = _need_weights(cfg, need_order)  # parsed once, not per step
 
     # ---- 4. state: optimiser, reference policy, results; or all of it from the checkpoint --------
     sample_rng = np.random.default_rng([cfg.seed, 1])
@@ -167,7 +169,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
                 optimizer = _rl_optimizer(policy, cfg)
             active = by_need[: 1 + step // cfg.need_stagger] if cfg.need_stagger and step < cfg.sft_steps else by_need
             idx = _sample(sample_rng, active, step, cfg.batch_size if step < cfg.sft_steps else cfg.prompts_per_step,
-                          cfg.need_pure_batches, _need_weights(cfg, need_order[: len(active)]) if step < cfg.sft_steps else None)
+                          cfg.need_pure_batches, sft_weights[: len(active)] if step < cfg.sft_steps else None)
             idx = distributed.shard(idx)  # every rank drew the same global batch; each keeps its share
             batch = collate([train_ex[i] for i in idx], tok, data).to(device)
             gains, gain_var = gains_all[idx].to(device), gain_var_all[idx].to(device)
