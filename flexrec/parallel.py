@@ -156,13 +156,10 @@ def _fully_shard(policy: RankingPolicy, cfg: TrainConfig, device: torch.device) 
     fully_shard(policy, mesh=mesh, mp_policy=mp)  # moves what is still on the CPU to this rank's device
 
 
-def frozen_copy(policy, state: Optional[dict] = None):
-    """The frozen RL reference: a copy of the policy now (or of ``state``, a full state dict)."""
+def frozen_copy(policy):
+    """The frozen RL reference: a copy of the policy now (a resumed run then loads it with ``load``)."""
     if not is_sharded(policy):
-        ref = copy.deepcopy(unwrap(policy))
-        if state is not None:
-            ref.load_state_dict(state)
-        return _frozen(ref)
+        return _frozen(copy.deepcopy(unwrap(policy)))
     spare = policy.spare
     if spare is None:
         raise RuntimeError("an FSDP policy wrapped without with_reference has no sharded copy for the reference")
@@ -170,8 +167,6 @@ def frozen_copy(policy, state: Optional[dict] = None):
     with torch.no_grad():
         for dst, src in zip(spare.parameters(), policy.policy.parameters()):
             dst.copy_(src)  # the same shards of the same shapes on this rank
-    if state is not None:
-        _load_full_model(spare, state)
     return Wrapped(spare, spare)
 
 
