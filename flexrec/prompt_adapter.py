@@ -25,10 +25,10 @@ from flexrec.data.world import TREND_TIERS, InteractionData
 # flexrec.data's prompts.
 
 
-def compact_prompt(example, data: InteractionData, max_history: int = 0, trend: bool = True) -> str:
+def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
     """Shapes: one RankingExample -> one string ending where the first slot token is due.
 
-    (``max_history`` is unused: the whole history is summarised per topic.) ``trend``: show each
+    The whole history is summarised per topic (so no ``max_history``). ``trend``: show each
     candidate's short-term popularity tier at the user's cutoff (``InteractionData.trend_tiers``).
     """
     tiers = data.trend_tiers(example.user) if trend else None
@@ -52,8 +52,8 @@ def compact_prompt(example, data: InteractionData, max_history: int = 0, trend: 
                      + [f"{example.instruction} <need:{example.need}>"])
 
 
-def compact_collate(examples, tokenizer, data: InteractionData, max_history: int = 0, trend: bool = True):
+def compact_collate(examples, tokenizer, data: InteractionData, trend: bool = True):
     """flexrec.data.collate with compact prompts: the same RankingBatch, left-padded."""
     from flexrec.data import collate
 
-    return collate(examples, tokenizer, data, render=lambda e: compact_prompt(e, data, max_history, trend))
+    return collate(examples, tokenizer, data, render=lambda e: compact_prompt(e, data, trend))

@@ -44,7 +44,7 @@ def use_compact_prompts(cfg: TrainConfig) -> bool:
 def make_collate(cfg: TrainConfig) -> Callable[..., RankingBatch]:
     """collate(examples, tokenizer, data) -> RankingBatch, with the prompts this config asks for."""
     if use_compact_prompts(cfg):
-        return lambda examples, tok, data: compact_collate(examples, tok, data, cfg.history_max, cfg.trend_tags)
+        return lambda examples, tok, data: compact_collate(examples, tok, data, cfg.trend_tags)
     return lambda examples, tok, data: collate(examples, tok, data, max_history=cfg.history_max, trend=cfg.trend_tags)
 
 
@@ -56,7 +56,7 @@ def make_tokenizer_factory(data: InteractionData, examples: list[RankingExample]
     def factory():
         step = max(1, len(examples) // n_prompts)
         if use_compact_prompts(cfg):
-            prompts = [compact_prompt(ex, data, cfg.history_max, cfg.trend_tags) for ex in examples[::step]]
+            prompts = [compact_prompt(ex, data, cfg.trend_tags) for ex in examples[::step]]
         else:
             bootstrap = train_tiny_tokenizer()
             prompts = [format_prompt(ex, data, bootstrap, cfg.history_max, cfg.trend_tags) for ex in examples[::step]]
