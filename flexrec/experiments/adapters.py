@@ -43,10 +43,8 @@ def train_config(values: dict):
 
 def extra_load_options(cfg) -> dict:
     """Options the trainer passes to `flexrec.data.load` beyond those `DataSpec` names (e.g. taste_scale)."""
-    try:
-        from flexrec.train_setup import world_options
-    except ImportError:
-        return {}
+    from flexrec.train_setup import world_options
+
     named = {"seed", "n_users", "n_items", "n_topics", "observe_fraction", "path"}
     return {k: v for k, v in world_options(cfg).items() if k not in named}
 
@@ -65,8 +63,8 @@ def eval_spec(cfg, split: str = "test", heldout_instructions: bool = False, need
 class PolicyRanker:
     """Greedy constrained decoding of a policy, the ranking `flexrec.train` evaluates with.
 
-    `rank(examples) -> (B, K)` like every baseline; prompts are rendered from `prompt_data`
-    (the trainer's view of the data, e.g. with trend tags in titles).
+    `rank(examples) -> (B, K)` like every baseline; `collate(examples, tokenizer, prompt_data)` renders
+    the prompts as the trainer does (`flexrec.train_setup.make_collate`).
     """
 
     def __init__(self, policy, tokenizer, prompt_data, device: torch.device, collate):
@@ -82,26 +80,12 @@ class PolicyRanker:
         return out.perm[:, 0].cpu()
 
 
-def make_collate(cfg):
-    """The trainer's prompt renderer for `cfg` (`train_setup.make_collate` where it exists).
-
-    Returns collate(examples, tokenizer, data) -> RankingBatch.
-    """
-    try:
-        from flexrec.train_setup import make_collate as trainers
-    except ImportError:  # a trainer without prompt options: flexrec.data's prompts
-        from flexrec.data import collate
-
-        return lambda examples, tok, data: collate(examples, tok, data, max_history=cfg.history_max)
-    return trainers(cfg)
-
-
 def build_policy(cfg, device: str = "cpu"):
     """(policy, tokenizer, prompt_data, device) exactly as `flexrec.train.train` builds them, untrained."""
     from flexrec.data import build_examples, load
     from flexrec.models import load_policy
     from flexrec.train import SPLITS
-    from flexrec.train_setup import make_tokenizer_factory, resolve_device, world_options
+    from flexrec.train_setup import make_tokenizer_factory, resolve_device, tiny_overrides, world_options
     from flexrec.config import need_list
     from flexrec.data import NEEDS
 
@@ -117,22 +101,14 @@ def build_policy(cfg, device: str = "cpu"):
     return policy, tok, data, dev
 
 
-def tiny_overrides(cfg) -> dict:
-    """The tiny preset's size for `cfg` (`train_setup.tiny_overrides` where it exists)."""
-    try:
-        from flexrec.train_setup import tiny_overrides as trainers
-    except ImportError:  # the trainer before it had one
-        return dict(hidden_size=cfg.tiny_hidden, num_hidden_layers=cfg.tiny_layers,
-                    intermediate_size=3 * cfg.tiny_hidden)
-    return trainers(cfg)
-
-
 def load_checkpoint_ranker(run_dir: str | Path, data=None, device: str = "cpu", untrained: bool = False) -> PolicyRanker:
     """The greedy ranker of a run's final checkpoint (or, with `untrained`, of its initial policy).
 
     `data` is unused (the prompts come from the run's own view of its dataset); it is accepted so
     that `flexrec.eval` can call baselines and checkpoints alike.
     """
+    from flexrec.train_setup import make_collate
+
     cfg = train_config(read_run_config(run_dir))
     policy, tok, prompt_data, dev = build_policy(cfg, device)
     if not untrained:
