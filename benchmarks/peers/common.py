@@ -33,7 +33,8 @@ from flexrec.config import TrainConfig
 from flexrec.data import build_examples, collate, load
 from flexrec.data.prompts import format_prompt
 from flexrec.models import load_policy
-from flexrec.train_setup import make_tokenizer_factory
+from flexrec.train import SPLITS
+from flexrec.train_setup import make_tokenizer_factory, world_options
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TRL_INSTALL = "pip install trl==1.16.0  # also installs datasets, pyarrow, pandas; keeps torch as it is"
@@ -133,10 +134,10 @@ def train_config(model: str) -> TrainConfig:
 
 @lru_cache(maxsize=None)
 def world():
+    """The trainer's synthetic world (``world_options``) and its training pools at K = 30."""
     cfg = train_config("tiny")
-    data = load("synthetic", seed=cfg.seed, n_users=cfg.world_users, n_items=cfg.world_items,
-                 n_topics=cfg.world_topics, observe_fraction=cfg.observe_fraction)
-    examples = build_examples(data, None, "train", PEERS_K, cfg.seed, split_fractions=(0.7, 0.1, 0.2))
+    data = load(cfg.data, **world_options(cfg))
+    examples = build_examples(data, None, "train", PEERS_K, cfg.seed, split_fractions=SPLITS)
     return data, examples
 
 
