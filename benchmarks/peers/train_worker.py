@@ -68,12 +68,10 @@ def flexrec_step(model: str, P: int, G: int, checkpointing: bool = False):
 
 
 def sequence_ndcg(perm: list[int], gains: list[float]) -> float:
-    """DCG of the whole ranked list over the ideal DCG (0 when no candidate has a gain)."""
-    import math
+    """NDCG of the whole ranked list (``flexrec.metrics.ndcg_at_k`` at k = K; 0 when no candidate has a gain)."""
+    from flexrec.metrics import ndcg_at_k
 
-    dcg = sum(gains[a] / math.log2(i + 2) for i, a in enumerate(perm))
-    ideal = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(gains, reverse=True)))
-    return dcg / ideal if ideal > 0 else 0.0
+    return float(ndcg_at_k(torch.tensor([perm]), torch.tensor([gains]), len(perm)))
 
 
 def trl_run(model: str, P: int, G: int, steps: int, checkpointing: bool) -> tuple[list[float], dict]:
@@ -162,8 +160,7 @@ def main() -> None:
             for _ in range(a.steps):
                 t0 = time.perf_counter()
                 step()
-                if common.DEVICE == "cuda":
-                    torch.cuda.synchronize()
+                common.sync()
                 times.append(time.perf_counter() - t0)
         else:
             times, extra = trl_run(a.model, a.P, a.G, a.steps, checkpointing=a.provider == "trl-gc")
