@@ -156,12 +156,13 @@ at::Tensor permutation_logprob_backward_cpu(const at::Tensor& grad_logprob_in,
           for (int64_t c = 0; c < K; ++c) grow[c] = scalar_t(0);
           for (int64_t i = 0; i < n; ++i) {
             const acc_t p = s.e[i] * invz;
-            // The chosen one's term keeps the first version's order of operations, so that
-            // trained runs reproduce bit for bit.
-            const acc_t gx = i == at ? glt * (acc_t(1) - s.e[i] * invz) - get * s.e[i] * invz * (s.y[i] - shift)
-                                     : -glt * p - get * p * (s.y[i] - shift);
+            const acc_t gx = -glt * p - get * p * (s.y[i] - shift);
             grow[s.rem[i]] = static_cast<scalar_t>(gx * invT);
           }
+          // The chosen one's term, written over the loop's (a branch-free inner loop), in the
+          // first version's order of operations, so that trained runs reproduce bit for bit.
+          grow[s.rem[at]] = static_cast<scalar_t>((glt * (acc_t(1) - s.e[at] * invz) -
+                                                   get * s.e[at] * invz * (s.y[at] - shift)) * invT);
         });
         if (!ok) bad.store(b);
       }
