@@ -19,6 +19,17 @@ from . import _util
 
 
 @triton.jit
+def row_candidates(ids_ptr, K, BLOCK_K: tl.constexpr):
+    """This program's row, the lanes 0..BLOCK_K, their mask (lane < K) and the row's candidate
+    ids (0 in masked lanes). Shared by every kernel here and the fused decode_step."""
+    row = tl.program_id(0).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    mk = offs_k < K
+    ids = tl.load(ids_ptr + row * K + offs_k, mask=mk, other=0).to(tl.int64)
+    return row, offs_k, mk, ids
+
+
+@triton.jit
 def candidate_dot(hidden_ptr, weight_ptr, ids, row, H, mk, BLOCK_K: tl.constexpr,
                   BLOCK_H: tl.constexpr, C: tl.constexpr):
     """hidden[row] . weight[ids[k]] for the row's K candidates, over H in BLOCK_H tiles, in C.
@@ -38,10 +49,7 @@ def candidate_dot(hidden_ptr, weight_ptr, ids, row, H, mk, BLOCK_K: tl.constexpr
 def candidate_logits_kernel(hidden_ptr, weight_ptr, ids_ptr, bias_ptr, out_ptr, K, H,
                             HAS_BIAS: tl.constexpr, BLOCK_K: tl.constexpr,
                             BLOCK_H: tl.constexpr, C: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
-    mk = offs_k < K
-    ids = tl.load(ids_ptr + row * K + offs_k, mask=mk, other=0).to(tl.int64)
+    row, offs_k, mk, ids = row_candidates(ids_ptr, K, BLOCK_K)
     acc = candidate_dot(hidden_ptr, weight_ptr, ids, row, H, mk, BLOCK_K, BLOCK_H, C)
     if HAS_BIAS:
         # Round the product first, as the reference (einsum, then + bias) does in low precision.
@@ -55,10 +63,7 @@ def candidate_logits_backward_kernel(grad_ptr, hidden_ptr, weight_ptr, ids_ptr, 
                                      grad_weight_ptr, grad_bias_ptr, K, H,
                                      HAS_BIAS: tl.constexpr, BLOCK_K: tl.constexpr,
                                      BLOCK_H: tl.constexpr, C: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
-    mk = offs_k < K
-    ids = tl.load(ids_ptr + row * K + offs_k, mask=mk, other=0).to(tl.int64)
+    row, offs_k, mk, ids = row_candidates(ids_ptr, K, BLOCK_K)
     g = tl.load(grad_ptr + row * K + offs_k, mask=mk, other=0.0).to(C)
     for h0 in range(0, H, BLOCK_H):
         offs_h = h0 + tl.arange(0, BLOCK_H)

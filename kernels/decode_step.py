@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from . import _util
-from .candidate_logits import candidate_dot
+from .candidate_logits import _block_h, candidate_dot, row_candidates
 from .pool_sample import pick_from_pool
 
 
@@ -24,10 +24,7 @@ def decode_step_kernel(hidden_ptr, weight_ptr, ids_ptr, bias_ptr, used_ptr, gumb
                        HAS_BIAS: tl.constexpr, HAS_GUMBEL: tl.constexpr,
                        TEMP_FROM_PTR: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
                        C: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK_K)
-    mk = offs < K
-    ids = tl.load(ids_ptr + row * K + offs, mask=mk, other=0).to(tl.int64)
+    row, offs, mk, ids = row_candidates(ids_ptr, K, BLOCK_K)
     acc = candidate_dot(hidden_ptr, weight_ptr, ids, row, H, mk, BLOCK_K, BLOCK_H, C)
     # Round to the logits' dtype as candidate_logits does, so both paths pick the same candidate.
     logit = acc.to(hidden_ptr.dtype.element_ty).to(C)
@@ -66,12 +63,11 @@ def decode_step(hidden: torch.Tensor, weight: torch.Tensor, cand_ids: torch.Tens
     if B == 0:
         return index, logprob, used_out
     BLOCK_K = _util.block_k(K)
-    BLOCK_H = max(16, min(triton.next_power_of_2(max(H, 1)), 4096 // BLOCK_K))
     t, t_ptr, t_from_ptr = _util.temperature_args(temperature, hidden.dtype, hidden)
     decode_step_kernel[(B,)](
         hidden, weight, cand_ids, bias.contiguous() if bias is not None else hidden,
         used.view(torch.int8), gumbel.contiguous() if gumbel is not None else hidden,
         index, logprob, used_out.view(torch.int8), t, t_ptr, K, H,
         HAS_BIAS=bias is not None, HAS_GUMBEL=gumbel is not None, TEMP_FROM_PTR=t_from_ptr,
-        BLOCK_K=BLOCK_K, BLOCK_H=BLOCK_H, C=_util.tl_compute(hidden.dtype), num_warps=4)
+        BLOCK_K=BLOCK_K, BLOCK_H=_block_h(BLOCK_K, H), C=_util.tl_compute(hidden.dtype), num_warps=4)
     return index, logprob, used_out
