@@ -247,14 +247,14 @@ def fill_pools(data: InteractionData, imputer: Imputer, examples: list, label_sa
     else:
         mu, var = (np.stack(x) for x in zip(*(imputer.interest(int(u), it) for u, it in zip(users, items))))
     rng = np.random.default_rng([seed, 3])
-    out = [filled_labels(data, (m, v), int(u), it, ex.need, label_samples, rng)
+    out = [_labels_at_interest(data, m, v, int(u), it, ex.need, label_samples, rng)
            for ex, u, it, m, v in zip(examples, users, items, mu, var)]
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
 
 def filled_labels(
     data: InteractionData,
-    imputer,
+    imputer: Imputer,
     user: int,
     items: np.ndarray,
     need: str,
@@ -265,13 +265,19 @@ def filled_labels(
 
     The mean is the need's label function at the filled interest; the variance is its Monte-Carlo
     spread when the unobserved interest is drawn from N(mu, var) (clipped to [0, 1]).
-    ``imputer`` is an Imputer, or an already computed (mu, var) pair for these items.
     Shapes: items (K,) -> labels (K,), label_var (K,).
     """
     items = np.asarray(items, np.int64)
+    mu, var = imputer.interest(user, items)
+    return _labels_at_interest(data, mu, var, user, items, need, label_samples, rng)
+
+
+def _labels_at_interest(data: InteractionData, mu: np.ndarray, var: np.ndarray, user: int, items: np.ndarray,
+                        need: str, label_samples: int, rng: Optional[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
+    """``filled_labels`` from an already filled interest (mu, var). Shapes: mu, var, items (K,) -> (K,), (K,)."""
+    items = np.asarray(items, np.int64)
     fn = get_need(need).label_fn
     ctx = label_context(data, user, items, observed=True)
-    mu, var = imputer if isinstance(imputer, tuple) else imputer.interest(user, items)
     ctx.known = np.ones(len(items), bool)
     ctx.interest = mu
     labels = np.asarray(fn(ctx), np.float32)
