@@ -188,8 +188,7 @@ def validate(cfg: TrainConfig, needs: dict) -> None:
     for name in need_list(cfg.need, needs) + need_list(cfg.eval_needs or cfg.need, needs):
         if name not in needs:
             raise ValueError(f"unknown need {name!r}; known needs: {', '.join(sorted(needs))}")
-    for item in filter(None, cfg.need_weights.replace(" ", "").split(",")):
-        name, _, weight = item.partition("=")
+    for name, weight in need_weight_items(cfg.need_weights):
         if name not in needs or not weight.replace(".", "", 1).isdigit() or float(weight) <= 0:
             raise ValueError(f"--need-weights {cfg.need_weights!r}: expected need=weight pairs with known needs "
                              f"({', '.join(sorted(needs))}) and positive weights, e.g. explore_new_topics=2")
@@ -206,6 +205,11 @@ def validate(cfg: TrainConfig, needs: dict) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if cfg.rl_steps < 0 or cfg.sft_steps < 0:
         raise ValueError("--rl-steps and --sft-steps must be >= 0")
+
+
+def need_weight_items(spec: str) -> list[tuple[str, str]]:
+    """``--need-weights`` "need=w,..." as (need, w) pairs, in order; spaces ignored (``validate`` checks them)."""
+    return [item.partition("=")[::2] for item in filter(None, spec.replace(" ", "").split(","))]
 
 
 def need_list(spec: str, needs: dict) -> list[str]:

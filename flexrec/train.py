@@ -21,7 +21,7 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from flexrec import distributed, parallel, rl
-from flexrec.config import TrainConfig, need_list, parse_args, to_dict, validate
+from flexrec.config import TrainConfig, need_list, need_weight_items, parse_args, to_dict, validate
 from flexrec.critic import build_imputer, calibrate, fill_pools
 from flexrec.data import NEEDS, build_examples, load, split_users
 from flexrec.evaluation import evaluate, policy_ranker, popularity_ranker
@@ -286,8 +286,8 @@ def _sample(rng: np.random.Generator, by_need: list[np.ndarray], step: int, n: i
 
 def _need_weights(cfg: TrainConfig, needs: list[str]) -> list[float]:
     """The SFT sampling weight of each of ``needs`` from ``cfg.need_weights`` ("need=w,..."; unlisted: 1)."""
-    given = dict(item.split("=") for item in cfg.need_weights.replace(" ", "").split(",") if item)
-    return [float(given.get(need, 1.0)) for need in needs]
+    given = {name: float(weight) for name, weight in need_weight_items(cfg.need_weights)}
+    return [given.get(need, 1.0) for need in needs]
 
 
 def _step(policy, optimizer, loss: torch.Tensor, cfg: TrainConfig) -> None:
