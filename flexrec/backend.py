@@ -77,16 +77,17 @@ def resolve(impl: Impl) -> Callable:
 def choose(op_name: str, device_type: str, impls: dict[str, dict[str, Impl]]) -> str:
     """The backend ``op_name`` uses on ``device_type``. ``impls[backend][device_type]`` = impl."""
     want = requested()
-    usable = [b for b in AUTO_ORDER[device_type] if device_type in impls.get(b, {}) or b == "ref"]
-    usable = [b for b in usable if available(b, device_type)]
+
+    def runs(b: str) -> bool:
+        return (b == "ref" or device_type in impls.get(b, {})) and available(b, device_type)
+
+    # A named backend is used wherever it runs; auto picks from AUTO_ORDER, which leaves out
+    # Triton on CPU (the interpreter is for testing: naming it with TRITON_INTERPRET=1 uses it).
+    if want != "auto" and runs(want):
+        return want
+    usable = [b for b in AUTO_ORDER[device_type] if runs(b)]
     if want == "auto":
         return usable[0]
-    if want == "ref" or want in usable:
-        return want
-    # Triton on CPU is never chosen automatically (the interpreter is for testing), but naming it
-    # with TRITON_INTERPRET=1 set uses it.
-    if want == "triton" and device_type in impls.get("triton", {}) and available(want, device_type):
-        return want
     # Asking for c/cuda where only the other device has it is not worth a warning.
     if not (want in ("c", "cuda") and device_type != {"c": "cpu", "cuda": "cuda"}[want]):
         if device_type == "cpu" or torch.cuda.is_available():
