@@ -9,7 +9,6 @@
 #include <torch/library.h>
 
 #include <atomic>
-#include <cmath>
 #include <limits>
 #include <vector>
 
