@@ -1,15 +1,9 @@
-"""The kernel tests. Without a GPU, TRITON_INTERPRET=1 is set first, before anything imports
-triton, so that the Triton kernels run on CPU tensors (tests/conftest.py does the same, for runs
-that collect other test folders first). Helpers live in _kernel_helpers.py."""
+"""The kernel tests. Without a GPU, tests/conftest.py (which pytest loads before this file, for
+any run of these tests) sets TRITON_INTERPRET=1 before anything imports triton, so that the
+Triton kernels run on CPU tensors. Helpers live in _kernel_helpers.py."""
 
-import os
-
+import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
