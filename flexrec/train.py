@@ -246,15 +246,11 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
     advantages = rl.group_item_advantages(rewards, cfg.adv_delta, per_rank=cfg.adv_baseline == "rank")
     decisions = torch.arange(K, device=perm.device) < K - 1  # the last slot is forced
     mask = decisions.expand(P, G, K)
-    if use_uncertainty:  # variances compared within each rank (rl.rank_relative_variance), over the scored ranks:
-        # past the cutoff a reward is 0 with variance 0, and counted as "certain" it took the largest weights
-        # (measured: median weight 0.24 at ranks 1-5 with cutoff 5), so there the advantages keep weight 1
+    if use_uncertainty:
         reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
-        scored = mask & (torch.arange(K, device=perm.device) < (cfg.ndcg_cutoff or K))
         over_ranks = distributed.sum_over_ranks if distributed.world() > 1 else None  # the global batch's statistics
-        weights = rl.uncertainty_weights(rl.rank_relative_variance(reward_var, scored, over_ranks), cfg.unc_eps,
-                                         cfg.unc_max_weight, scored, over_ranks)
-        advantages = advantages * torch.where(scored, weights, torch.ones_like(weights))
+        advantages = advantages * rl.item_uncertainty_weights(reward_var, cfg.ndcg_cutoff, cfg.unc_eps,
+                                                              cfg.unc_max_weight, over_ranks)
     with torch.no_grad():
         ref_logprob, _ = reference.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
     for _ in range(cfg.ppo_epochs):

@@ -27,6 +27,7 @@ RANK = Method("GRPO rank-level (Rank-GRPO-like)", "rl", {"reward_mode": "rank"})
 FLEXREC = Method("FlexRec", "rl", {"reward_mode": "flexrec"})
 NOUNC = Method("FlexRec w/o uncertainty", "rl", {"reward_mode": "flexrec-nounc"})  # the causal swap reward alone
 LLM = [UNTRAINED, SFT, SEQ, RANK, FLEXREC]
+UNC_EPS = (0.1, 1.0, 10.0)  # the uncertainty-strength sweep (TrainConfig.unc_eps; w/o uncertainty is eps -> inf)
 NEED_NAMES = ("maximize_interest", "explore_new_topics", "trend_promotion")
 
 # Why our tiny-model numbers can order methods differently from the paper (measured; see README "Results").
@@ -122,7 +123,21 @@ def _experiments() -> dict[str, Experiment]:
                 "share it, and item-KNN finds exactly those neighbours from 10% of the feedback (it fills about as "
                 "well as the critic or better); KuaiRec's watch ratios have no such structure and are noisier. "
                 + _WHY_RL_TIES)),
+        "uncertainty-strength": Experiment(
+            "uncertainty-strength", "Choosing the uncertainty scaling's strength (validation users)",
+            "All needs jointly; FlexRec with the weights w = 1 / (u + eps * mean u) at several eps, and without "
+            "them (the limit eps -> inf). Small eps trusts the critic's variances most: rewards on its most "
+            "uncertain labels are down-weighted hardest. Every method is scored on the validation users, never "
+            "the test users; the eps with the highest mean validation NDCG@5 over the needs is the one to use "
+            "(`--unc-eps`), and test numbers come from the other experiments.",
+            [Setting("all needs", {"need": "all"})],
+            [SFT, NOUNC] + [Method(_eps_label(e), "rl", {"reward_mode": "flexrec", "unc_eps": e}) for e in UNC_EPS],
+            compare=(NOUNC.label, [_eps_label(e) for e in UNC_EPS]), split="val", fidelity_eps=UNC_EPS),
     }
+
+
+def _eps_label(eps: float) -> str:
+    return f"FlexRec, eps {eps:g}"
 
 
 EXPERIMENTS = _experiments()

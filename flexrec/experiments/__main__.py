@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="results", help="where NAME.md, NAME.json and the plots go")
     p.add_argument("--runs", default="runs/experiments", help="where the training runs go (reused if identical)")
+    p.add_argument("--split", choices=("test", "val"), default=None,
+                   help="the users every method is scored on (default: the experiment's own; test for all but "
+                        "uncertainty-strength, which chooses a setting and so scores validation users)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a TrainConfig field for every run, e.g. --set rl_steps=100 (repeatable)")
@@ -51,7 +54,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     exp = EXPERIMENTS[args.name]
     out = run_experiment(exp, args.size, args.seeds, args.model, args.data, args.device, args.runs,
-                         extra=parse_sets(args.set), log=lambda s: print(s, flush=True))
+                         extra=parse_sets(args.set), log=lambda s: print(s, flush=True), split=args.split)
     command = "python -m flexrec.experiments " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     md = write_report(exp, out, args.out, command, args.seeds, args.size, args.n_boot)
     print(md.read_text())

@@ -41,6 +41,9 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
+_USERS = {"test": "test users", "val": "validation users (the split for choosing settings; never the test users)"}
+
+
 def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, seeds: int, size: str,
                  n_boot: int = 1000) -> Path:
     """Write the markdown report, its JSON twin and the plots; returns the markdown path."""
@@ -55,7 +58,7 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
              f"- machine: {machine()}; {out.get('runs', 0)} training runs took {out.get('train_seconds', 0) / 60:.1f} min "
              f"when they ran; this report's call took {out['seconds'] / 60:.1f} min (finished runs are reused)",
              f"- code: {out.get('code') or code_version()} (when the experiment started)",
-             "- every number is the mean over test users (pooled over seeds) on the TRUE labels, with a 95% "
+             f"- every number is the mean over {_USERS[out.get('split', 'test')]} (pooled over seeds) on the TRUE labels, with a 95% "
              "bootstrap interval over users stratified by seed; `seed sd` is the standard deviation of the "
              "per-seed NDCG@5 means.",
              "- NDCG@30 with K < 30 candidates is NDCG over the whole list (the cutoff is min(30, K)).", ""]
@@ -87,6 +90,9 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
             lines += [f"![NDCG@5 per need]({png.name})", ""]
     if exp.curves:
         lines += _stability(exp, out["curves"], out_dir, summary)
+    for setting, (section, data) in out.get("fidelity", {}).items():
+        lines += [section[0] + (f" ({setting})" if len(cells) > 1 else "")] + section[1:]
+        summary.setdefault(setting, {})["advantage fidelity"] = data
     md = out_dir / f"{exp.name}.md"
     md.write_text("\n".join(lines) + "\n")
     (out_dir / f"{exp.name}.json").write_text(json.dumps(

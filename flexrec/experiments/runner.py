@@ -80,6 +80,8 @@ class Experiment:
     compare: tuple[str, list[str]] = ("FlexRec", ["SFT", "GRPO seq-NDCG (Rec-R1-like)"])  # paired deltas
     compare_also: list[tuple[str, list[str]]] = field(default_factory=list)  # further (reference, others) tables
     curves: bool = False  # plot the RL reward curves across seeds (training stability)
+    split: str = "test"  # the users every method is scored on: "test", or "val" for choosing settings
+    fidelity_eps: tuple = ()  # report `fidelity.advantage_fidelity` of each seed's SFT run at these unc_eps
     paper: Optional[PaperOrder] = None  # the paper's ordering, compared with ours in the report
 
 
@@ -162,8 +164,12 @@ def train_cfg(base: dict, *overrides: dict):
 
 def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: str = "tiny",
                    data: str = "synthetic", device: str = "auto", runs_root: str = "runs/experiments",
-                   extra: Optional[dict] = None, log: Callable[[str], None] = print) -> dict:
+                   extra: Optional[dict] = None, log: Callable[[str], None] = print,
+                   split: Optional[str] = None) -> dict:
     """Train and evaluate everything; returns {setting: {evaluation: {method: Cell}}} and curves.
+
+    ``split``: the users scored, "test" or "val" (default: the experiment's own, ``exp.split``). A setting
+    is chosen on "val" and reported on "test": the two never share a user.
 
     Result: {"cells": that dict, "curves": {setting: {method: [(steps, rewards) per seed]}}, "seconds": this
     call's wall time, "train_seconds": the training runs' wall times when they ran (reused runs included),
@@ -174,6 +180,9 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
 
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; use one of {', '.join(SIZES)}")
+    split = split or exp.split
+    if split not in ("val", "test"):
+        raise ValueError(f"unknown split {split!r}; score on 'test' users, or on 'val' users to choose a setting")
     torch.set_num_threads(1)  # see TrainConfig.threads: 2 OpenMP threads on a shared 2-core box are 10x slower
     base = dict(SIZES[size], model=model, data=data, device=device, progress=False, **(extra or {}))
     cells = {s.label: {e.label: {m.label: Cell() for m in exp.methods} for e in exp.evaluations} for s in exp.settings}
@@ -181,6 +190,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
     from flexrec.experiments.report import code_version
 
     start, runs, code = time.time(), [], code_version()  # the code that trains, read before anything runs
+    critic_sft: dict[str, list[Path]] = {s.label: [] for s in exp.settings}  # each seed's SFT run on the critic fill
     for seed in range(seeds):
         for setting in exp.settings:
             root = Path(runs_root) / exp.name / setting.label.replace(" ", "_") / f"seed{seed}"
@@ -188,7 +198,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
             cfg0 = train_cfg(common, dict(rl_steps=0))
             examples = {}
             for ev in exp.evaluations:
-                spec = adapters.eval_spec(cfg0, heldout_instructions=ev.heldout_instructions, needs=setting.eval_needs)
+                spec = adapters.eval_spec(cfg0, split, ev.heldout_instructions, needs=setting.eval_needs)
                 world, examples[ev.label], train_users = load_examples(spec)
             sft_runs: dict[str, Path] = {}
 
@@ -197,6 +207,8 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                     cfg = train_cfg(common, dict(rl_steps=0, imputer=imputer, out=str(root / f"sft-{imputer}")))
                     log(f"[{exp.name}] seed {seed} {setting.label}: SFT ({imputer})")
                     sft_runs[imputer] = adapters.train_run(cfg)
+                    if imputer == "critic":
+                        critic_sft[setting.label].append(sft_runs[imputer])
                     runs.append(sft_runs[imputer])
                 return sft_runs[imputer]
 
@@ -224,11 +236,18 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                 for ev in exp.evaluations:
                     perm = rank_all(ranker, examples[ev.label], batch_size=32)
                     per_user = per_user_values(examples[ev.label], perm)
-                    if method.kind != "baseline" and not ev.heldout_instructions:
-                        check_against_trainer(*checked, per_user)
+                    if method.kind != "baseline" and not ev.heldout_instructions and split == "test":
+                        check_against_trainer(*checked, per_user)  # the trainer's results are on test users
                     cells[setting.label][ev.label][method.label].add(seed, per_user)
-    return {"cells": cells, "curves": curves, "seconds": time.time() - start, "base": base,
-            "train_seconds": sum(adapters.wall_seconds(r) for r in runs), "runs": len(runs), "code": code}
+    fidelity = {}
+    if exp.fidelity_eps:
+        from flexrec.experiments.fidelity import fidelity_section
+
+        log(f"[{exp.name}] advantage fidelity of the SFT runs")
+        fidelity = {label: fidelity_section(r, exp.fidelity_eps) for label, r in critic_sft.items() if r}
+    return {"cells": cells, "curves": curves, "seconds": time.time() - start, "base": base, "split": split,
+            "train_seconds": sum(adapters.wall_seconds(r) for r in runs), "runs": len(runs), "code": code,
+            "fidelity": fidelity}
 
 
 def with_overrides(method: Method, **overrides) -> Method:

@@ -12,7 +12,8 @@ from flexrec.experiments.__main__ import parse_sets
 
 
 def test_every_experiment_is_well_formed():
-    assert set(EXPERIMENTS) == {"single-need", "joint", "generalization", "reward-form", "reward-source"}
+    assert set(EXPERIMENTS) == {"single-need", "joint", "generalization", "reward-form", "reward-source",
+                                "uncertainty-strength"}
     for exp in EXPERIMENTS.values():
         labels = [m.label for m in exp.methods]
         assert len(labels) == len(set(labels)), exp.name
@@ -22,6 +23,15 @@ def test_every_experiment_is_well_formed():
             assert m.overrides.get("imputer", "critic") in IMPUTERS
         ref, others = exp.compare
         assert ref in labels and set(others) <= set(labels), exp.name
+        assert exp.split == ("val" if exp.name == "uncertainty-strength" else "test"), exp.name
+
+
+def test_uncertainty_strength_sweeps_eps_on_validation_users():
+    exp = EXPERIMENTS["uncertainty-strength"]
+    swept = [m.overrides["unc_eps"] for m in exp.methods if "unc_eps" in m.overrides]
+    assert swept == list(exp.fidelity_eps) and len(swept) >= 3
+    assert all(m.overrides["reward_mode"] == "flexrec" for m in exp.methods if "unc_eps" in m.overrides)
+    assert any(m.overrides.get("reward_mode") == "flexrec-nounc" for m in exp.methods)  # the eps -> inf limit
 
 
 def test_eval_uses_the_trainers_splits():
@@ -82,3 +92,61 @@ def test_smoke_experiment_end_to_end(tmp_path, capsys):
 
     steps, rewards = adapters.reward_curve(run)
     assert len(steps) == SIZES["smoke"]["rl_steps"] and np.isfinite(rewards).all()
+
+
+@pytest.mark.slow
+def test_validation_split_and_advantage_fidelity(tmp_path):
+    """A setting is chosen on validation users: none of them is a test user, and the report says which."""
+    pytest.importorskip("flexrec.train")
+    import torch
+
+    from flexrec.experiments import adapters
+    from flexrec.experiments.fidelity import NO_SCALING, advantage_fidelity
+    from flexrec.experiments.report import write_report
+    from flexrec.experiments.runner import run_experiment
+
+    exp = Experiment("pick", "Pick", "Smoke.", [Setting("all needs", {"need": "all"})],
+                     [Method("SFT", "sft"), Method("FlexRec, eps 1", "rl", {"unc_eps": 1.0})],
+                     compare=("FlexRec, eps 1", ["SFT"]), split="val", fidelity_eps=(0.1, 1.0))
+    kw = dict(runs_root=str(tmp_path / "runs"), device="cpu", log=lambda s: None)
+    val = run_experiment(exp, "smoke", seeds=1, **kw)
+    test = run_experiment(exp, "smoke", seeds=1, split="test", **kw)  # the same runs, reused, on test users
+    assert val["split"] == "val" and test["split"] == "test" and test["runs"] == 2
+    cfg = adapters.train_config(adapters.read_run_config(tmp_path / "runs/pick/all_needs/seed0/sft-critic"))
+    from flexrec.eval import load_examples
+
+    users = {}
+    for split, out in (("val", val), ("test", test)):
+        examples = load_examples(adapters.eval_spec(cfg, split))[1]
+        users[split] = {ex.user for ex in examples}
+        cell = out["cells"]["all needs"]["training paraphrases"]["SFT"]
+        for need in {ex.need for ex in examples}:
+            assert len(cell.values[need]["ndcg@5"]) == sum(ex.need == need for ex in examples)
+    assert users["val"] and users["test"] and not users["val"] & users["test"]
+    text = write_report(exp, val, tmp_path / "results", "pytest", 1, "smoke", n_boot=50).read_text()
+    assert "validation users" in text and "Advantage fidelity" in text
+    with pytest.raises(ValueError, match="unknown split"):
+        run_experiment(exp, "smoke", seeds=1, split="train", **kw)
+
+    sft = tmp_path / "runs/pick/all_needs/seed0/sft-critic"
+    fid = advantage_fidelity(sft, eps=(0.1,), prompts=32)
+    assert fid["effective_share"][NO_SCALING] == 1.0 and 0 < fid["effective_share"]["eps 0.1"] < 1
+    assert all(-1.0 <= c <= 1.0 for c in fid["cosine"].values())
+    assert fid["cosine"][NO_SCALING] < 1.0  # the critic's fill is not the truth
+    # Filled labels equal to the true ones: the unscaled advantages are the true advantages.
+    state = torch.load(sft / "checkpoint.pt", map_location="cpu", weights_only=False)
+    exact = tmp_path / "exact"
+    exact.mkdir()
+    for name in ("config.json",):
+        (exact / name).write_text((sft / name).read_text())
+    cfg = adapters.train_config(adapters.read_run_config(sft))
+    from flexrec.config import need_list
+    from flexrec.data import NEEDS, build_examples, load
+    from flexrec.train import SPLITS
+    from flexrec.train_setup import world_options
+
+    train_ex = build_examples(load(cfg.data, **world_options(cfg)), need_list(cfg.need, NEEDS), "train",
+                              cfg.num_candidates, cfg.seed, split_fractions=SPLITS)
+    state["gains"] = torch.from_numpy(np.stack([e.true_labels for e in train_ex])).to(state["gains"].dtype)
+    torch.save(state, exact / "checkpoint.pt")
+    assert advantage_fidelity(exact, eps=(), prompts=32)["cosine"][NO_SCALING] == pytest.approx(1.0, abs=1e-5)

@@ -63,6 +63,24 @@ def test_uncertainty_weights_all_observed_is_one():
     torch.testing.assert_close(w, torch.ones(2, 3))
 
 
+def test_item_uncertainty_weights_only_on_scored_decisions():
+    # K=4, cutoff 2: ranks 0 and 1 are weighted, rank 2 (past the cutoff) and rank 3 (forced) keep 1.
+    torch.manual_seed(0)
+    u = torch.rand(3, 4, 4)
+    w = rl.item_uncertainty_weights(u, cutoff=2, eps=0.1, max_weight=5.0)
+    assert torch.equal(w[..., 2:], torch.ones(3, 4, 2))
+    scored = torch.tensor([True, True, False, False]).expand(3, 4, 4)
+    expected = rl.uncertainty_weights(rl.rank_relative_variance(u, scored), 0.1, 5.0, scored)
+    torch.testing.assert_close(w[..., :2], expected[..., :2])
+    assert w[..., :2].mean().item() == pytest.approx(1.0, abs=1e-5)  # normalised over the scored entries
+    # At a rank, the more uncertain reward gets the smaller weight.
+    by_u = w[..., 0].flatten()[u[..., 0].flatten().argsort()]
+    assert (by_u[1:] <= by_u[:-1]).all() and by_u[0] > by_u[-1]
+    # cutoff 0 = the whole list: every rank but the forced last one is weighted.
+    w_all = rl.item_uncertainty_weights(u, cutoff=0)
+    assert torch.equal(w_all[..., 3], torch.ones(3, 4)) and not torch.equal(w_all[..., 2], torch.ones(3, 4))
+
+
 def test_k3_kl():
     # log p = -1, log q = -2: d = q - p = -1; exp(-1) - (-1) - 1 = 0.3678794. Equal log-probs -> 0.
     kl = rl.k3_kl(torch.tensor([-1.0, -0.5]), torch.tensor([-2.0, -0.5]))
