@@ -25,11 +25,11 @@ from flexrec.config import TrainConfig, need_list, need_weight_items, parse_args
 from flexrec.critic import build_imputer, calibrate, fill_pools
 from flexrec.data import NEEDS, build_examples, load, split_users
 from flexrec.evaluation import evaluate, policy_ranker, popularity_ranker
-from flexrec.models import check_model_spec, load_policy
+from flexrec.models import check_model_spec
 from flexrec.ops import swap_reward, swap_reward_var
 from flexrec.report import results_table, write_report
 from flexrec.runlog import RunDir, load_checkpoint, rng_state, set_rng_state
-from flexrec.train_setup import make_collate, make_tokenizer_factory, tiny_overrides, world_options
+from flexrec.train_setup import build_policy, make_collate, world_options
 
 # What each --reward-mode means: (swap_reward mode, scale advantages by uncertainty).
 REWARD_MODES = {
@@ -82,11 +82,8 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         raise ValueError(f"no training examples: no training user has {K} eligible items")
 
     # ---- 2. policy -------------------------------------------------------------------------------
-    policy, tok = load_policy(  # FSDP: built on the CPU, each rank moves only its shards to the GPU
-        cfg.model, K, make_tokenizer_factory(data, train_ex, cfg), "cpu" if parallel.shards(cfg) else device, cfg.lora_rank,
-        cfg.gradient_checkpointing, cfg.seed, Path(cfg.cache_dir) if cfg.cache_dir else None,
-        tiny_overrides=tiny_overrides(cfg),
-    )
+    # FSDP: built on the CPU, each rank moves only its shards to the GPU
+    policy, tok = build_policy(cfg, data, train_ex, "cpu" if parallel.shards(cfg) else device)
     policy.train()
     distributed.join(device, cfg.dist_timeout)  # torchrun's process group (after the model, see there)
     if distributed.world() > 1:  # (the weight sum reads every parameter: only when there are ranks to compare)

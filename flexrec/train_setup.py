@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -66,3 +67,16 @@ def make_tokenizer_factory(data: InteractionData, examples: list[RankingExample]
         return tok
 
     return factory
+
+
+def build_policy(cfg: TrainConfig, data: InteractionData, train_examples: list[RankingExample],
+                 device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """(policy, tokenizer) of ``cfg``, untrained, on ``device``: the one place every caller builds them
+    (the trainer, reloading a run's checkpoint, tests), so a reloaded run has exactly the trainer's model
+    and vocabulary. ``train_examples`` are the trainer's training pools (the tiny tokenizer learns from them)."""
+    from flexrec.models import load_policy
+
+    return load_policy(cfg.model, cfg.num_candidates, make_tokenizer_factory(data, train_examples, cfg), str(device),
+                       cfg.lora_rank, cfg.gradient_checkpointing, cfg.seed,
+                       Path(cfg.cache_dir) if cfg.cache_dir else None, tiny_overrides=tiny_overrides(cfg))
+

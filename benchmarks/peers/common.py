@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ctypes
 import os
 import platform
@@ -32,9 +33,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from flexrec.config import TrainConfig
 from flexrec.data import build_examples, collate, load
 from flexrec.data.prompts import format_prompt
-from flexrec.models import load_policy
 from flexrec.train import SPLITS
-from flexrec.train_setup import make_tokenizer_factory, world_options
+from flexrec.train_setup import build_policy, world_options
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TRL_INSTALL = "pip install trl==1.16.0  # also installs datasets, pyarrow, pandas; keeps torch as it is"
@@ -144,9 +144,8 @@ def world():
 def load_model(model: str, gradient_checkpointing: bool = False):
     """A fresh (policy, tokenizer) pair: each provider that trains gets its own copy."""
     data, examples = world()
-    cfg = train_config(model)
-    policy, tok = load_policy(model, PEERS_K, make_tokenizer_factory(data, examples, cfg), DEVICE,
-                              gradient_checkpointing=gradient_checkpointing, seed=cfg.seed)
+    cfg = dataclasses.replace(train_config(model), gradient_checkpointing=gradient_checkpointing)
+    policy, tok = build_policy(cfg, data, examples, DEVICE)
     policy.eval()
     return policy, tok
 

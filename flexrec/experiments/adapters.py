@@ -82,22 +82,16 @@ class PolicyRanker:
 
 def build_policy(cfg, device: str = "cpu"):
     """(policy, tokenizer, prompt_data, device) exactly as `flexrec.train.train` builds them, untrained."""
-    from flexrec.data import build_examples, load
-    from flexrec.models import load_policy
-    from flexrec.train import SPLITS
-    from flexrec.train_setup import make_tokenizer_factory, resolve_device, tiny_overrides, world_options
     from flexrec.config import need_list
-    from flexrec.data import NEEDS
+    from flexrec.data import NEEDS, build_examples, load
+    from flexrec.train import SPLITS
+    from flexrec.train_setup import build_policy as build, resolve_device, world_options
 
     data = load(cfg.data, **world_options(cfg))
     train_ex = build_examples(data, need_list(cfg.need, NEEDS), "train", cfg.num_candidates, cfg.seed,
                               split_fractions=SPLITS)
     dev = resolve_device(device)
-    policy, tok = load_policy(
-        cfg.model, cfg.num_candidates, make_tokenizer_factory(data, train_ex, cfg), dev, cfg.lora_rank,
-        cfg.gradient_checkpointing, cfg.seed, Path(cfg.cache_dir) if cfg.cache_dir else None,
-        tiny_overrides=tiny_overrides(cfg),
-    )
+    policy, tok = build(cfg, data, train_ex, dev)
     return policy, tok, data, dev
 
 

@@ -14,18 +14,15 @@ from flexrec.train import main, train
 
 
 
-def _fresh_policy_state(cfg: TrainConfig, tmp_path):
+def _fresh_policy_state(cfg: TrainConfig):
     """The untrained policy's weights, rebuilt exactly as the trainer builds them."""
     from flexrec.data import build_examples, load
-    from flexrec.models import load_policy
     from flexrec.train import SPLITS
-    from flexrec.train_setup import make_tokenizer_factory, tiny_overrides, world_options
+    from flexrec.train_setup import build_policy, world_options
 
     data = load(cfg.data, **world_options(cfg))
     train_ex = build_examples(data, None, "train", cfg.num_candidates, cfg.seed, split_fractions=SPLITS)
-    policy, _ = load_policy(cfg.model, cfg.num_candidates, make_tokenizer_factory(data, train_ex, cfg), seed=cfg.seed,
-                            cache_dir=tmp_path / "cache",
-                            tiny_overrides=tiny_overrides(cfg))
+    policy, _ = build_policy(cfg, data, train_ex)
     return policy.state_dict()
 
 
@@ -37,7 +34,7 @@ def test_smoke_three_steps(tmp_path, small_config):
     losses = [r[k] for r in rows for k in ("sft/loss", "rl/loss") if k in r]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     assert set(results) == {"untrained", "popularity", "sft", "rl"}
-    before = _fresh_policy_state(cfg, tmp_path)
+    before = _fresh_policy_state(cfg)
     after = load_checkpoint(str(run))["policy"]
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed, "no parameter changed in 3 optimiser steps"
