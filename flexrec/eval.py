@@ -261,14 +261,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
         data, examples, train_users = load_examples(spec)
         ranker, method = make_baseline(args.baseline, data, train_users, seed=spec.seed), args.baseline
     else:
-        from flexrec.experiments.adapters import (extra_load_options, load_checkpoint_ranker, read_run_config,
-                                                  train_config)
+        from flexrec.experiments.adapters import extra_load_options
+        from flexrec.runs import load_run, read_run_config, train_config
 
         run_config = read_run_config(args.checkpoint)
         spec = resolve_spec(args, run_config)
         spec.options = extra_load_options(train_config(run_config))
         data, examples, _ = load_examples(spec)
-        ranker, method = load_checkpoint_ranker(args.checkpoint, data, device=args.device), args.checkpoint
+        ranker, method = load_run(args.checkpoint, device=args.device), args.checkpoint
     results = evaluate(ranker, examples, gain=args.gain, n_boot=args.n_boot, seed=spec.seed)
     title = (f"{method} on {spec.data} ({spec.split} users, K={spec.num_candidates}, seed {spec.seed}, "
              f"{'held-out' if spec.heldout_instructions else 'training'} instructions); mean [95% bootstrap CI]")

@@ -226,6 +226,20 @@ def load(resume: dict, run_path: Path, policy, optimizer, reference) -> None:
             _load_full_model(unwrap(reference), resume["reference"])
 
 
+def load_weights(saved: dict, run_path: Path, module: nn.Module) -> None:
+    """Loads only the policy weights of a checkpoint (a full ``checkpoint.pt`` or the FSDP directory it
+    names) into ``module``, a plain model in one process: for ranking with a finished run."""
+    if "sharded_state" in saved:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+        state = {"policy": get_model_state_dict(module)}
+        dcp.load(state, checkpoint_id=Path(run_path) / saved["sharded_state"])
+        set_model_state_dict(module, state["policy"])
+    else:
+        module.load_state_dict(saved["policy"])
+
+
 def _sharded_state(policy, optimizer, reference) -> dict:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
 

@@ -1,14 +1,8 @@
-"""(Adapter, ours) The thin layer between the trainer (`flexrec.train`) and evaluation/experiments.
+"""(Adapter, ours) The thin layer between the trainer (`flexrec.train`) and the experiments.
 
-The trainer exposes `train(cfg) -> results` and writes a run directory (`config.json`,
-`checkpoint.pt`, `metrics.jsonl`); it has no public "load a trained policy and rank these examples".
-This module rebuilds exactly what `flexrec.train.train` builds before its loop (the data view its
-prompts use, the tokenizer, the policy) and loads the checkpoint's weights into it. If the trainer
-grows such a function, `load_checkpoint_ranker` should call it instead; until then this file is the
-one place that knows the trainer's setup (tests/eval/test_experiments.py checks that a reloaded
-policy reproduces the trainer's own test NDCG@5, so a drift shows up as a failing test).
-
-`fork_run` continues a finished SFT-only run with different RL settings (reward form, steps) through
+`train_run` trains a config unless an identical finished run is already there; a finished run is
+ranked with through `flexrec.load_run`. `eval_spec` is the `flexrec.eval.DataSpec` of a run's own
+data and splits. `fork_run` continues a finished SFT-only run with different RL settings (reward form, steps) through
 the trainer's own `--resume`, so that methods sharing a warm start do not each repeat it.
 """
 
@@ -24,21 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-
-def read_run_config(run_dir: str | Path) -> dict:
-    """The resolved TrainConfig of a run, as saved in its config.json."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{run_dir}: no config.json; is it a run directory of python -m flexrec.train?")
-    return json.loads(path.read_text())
-
-
-def train_config(values: dict):
-    """A TrainConfig from a saved dict, ignoring settings this version of the trainer does not know."""
-    from flexrec.config import TrainConfig
-
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in known})
+from flexrec.runs import read_run_config
 
 
 def extra_load_options(cfg) -> dict:
@@ -58,61 +38,6 @@ def eval_spec(cfg, split: str = "test", heldout_instructions: bool = False, need
                     world_items=cfg.world_items, world_topics=cfg.world_topics, observe_fraction=cfg.observe_fraction,
                     needs=needs or cfg.eval_needs or cfg.need, split=split, split_fractions=tuple(SPLITS),
                     heldout_instructions=heldout_instructions, options=extra_load_options(cfg))
-
-
-class PolicyRanker:
-    """Greedy constrained decoding of a policy, the ranking `flexrec.train` evaluates with.
-
-    `rank(examples) -> (B, K)` like every baseline; `collate(examples, tokenizer, prompt_data)` renders
-    the prompts as the trainer does (`flexrec.train_setup.make_collate`).
-    """
-
-    def __init__(self, policy, tokenizer, prompt_data, device: torch.device, collate):
-        self.policy, self.tokenizer, self.prompt_data = policy, tokenizer, prompt_data
-        self.device, self.collate = device, collate
-
-    @torch.no_grad()
-    def rank(self, examples: list) -> torch.Tensor:
-        batch = self.collate(examples, self.tokenizer, self.prompt_data)
-        self.policy.eval()
-        out = self.policy.rank(batch.input_ids.to(self.device), batch.attention_mask.to(self.device),
-                               examples[0].K, greedy=True)
-        return out.perm[:, 0].cpu()
-
-
-def build_policy(cfg, device: str = "cpu"):
-    """(policy, tokenizer, prompt_data, device) exactly as `flexrec.train.train` builds them, untrained."""
-    from flexrec.config import need_list
-    from flexrec.data import NEEDS, build_examples, load
-    from flexrec.train import SPLITS
-    from flexrec.train_setup import build_policy as build, resolve_device, world_options
-
-    data = load(cfg.data, **world_options(cfg))
-    train_ex = build_examples(data, need_list(cfg.need, NEEDS), "train", cfg.num_candidates, cfg.seed,
-                              split_fractions=SPLITS)
-    dev = resolve_device(device)
-    policy, tok = build(cfg, data, train_ex, dev)
-    return policy, tok, data, dev
-
-
-def load_checkpoint_ranker(run_dir: str | Path, data=None, device: str = "cpu", untrained: bool = False) -> PolicyRanker:
-    """The greedy ranker of a run's final checkpoint (or, with `untrained`, of its initial policy).
-
-    `data` is unused (the prompts come from the run's own view of its dataset); it is accepted so
-    that `flexrec.eval` can call baselines and checkpoints alike.
-    """
-    from flexrec.train_setup import make_collate
-
-    cfg = train_config(read_run_config(run_dir))
-    policy, tok, prompt_data, dev = build_policy(cfg, device)
-    if not untrained:
-        path = Path(run_dir) / "checkpoint.pt"
-        if not path.is_file():
-            raise ValueError(f"{run_dir}: no checkpoint.pt (did the run finish?)")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        policy.load_state_dict(state["policy"])
-    policy.to(dev)
-    return PolicyRanker(policy, tok, prompt_data, dev, make_collate(cfg))
 
 
 def run_finished(run_dir: Path, cfg) -> bool:

@@ -53,20 +53,16 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
     "prompts": int, "group_size": int}, with label NO_SCALING or "eps X".
     """
     from flexrec import rl
-    from flexrec.config import need_list
-    from flexrec.data import NEEDS, build_examples
-    from flexrec.experiments.adapters import load_checkpoint_ranker, read_run_config, train_config
+    from flexrec.runs import load_run
     from flexrec.ops import swap_reward, swap_reward_var
-    from flexrec.train import SPLITS
 
     run = Path(sft_run)
-    cfg = train_config(read_run_config(run))
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
     if "gains" not in state:
         raise ValueError(f"{run}: the checkpoint has no filled labels (was it written by flexrec.train?)")
-    ranker = load_checkpoint_ranker(run, device=device)
-    train_ex = build_examples(ranker.prompt_data, need_list(cfg.need, NEEDS), "train", cfg.num_candidates,
-                              cfg.seed, split_fractions=SPLITS)
+    ranker = load_run(run, device=device)
+    cfg = ranker.config
+    train_ex = ranker.examples("train")
     gains_all, var_all = state["gains"].float(), state["gain_var"].float()
     if len(train_ex) != len(gains_all):
         raise ValueError(f"{run}: {len(train_ex)} training pools rebuilt but {len(gains_all)} filled in the checkpoint")
@@ -80,7 +76,7 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
     ranker.policy.eval()
     for start in range(0, len(pick), 64):
         chunk = [train_ex[i] for i in pick[start:start + 64]]
-        batch = ranker.collate(chunk, ranker.tokenizer, ranker.prompt_data)
+        batch = ranker.collate(chunk, ranker.tokenizer, ranker.data)
         out = ranker.policy.rank(batch.input_ids.to(ranker.device), batch.attention_mask.to(ranker.device), K, G,
                                  temperature=cfg.temperature, generator=gen)
         perms.append(out.perm.cpu())

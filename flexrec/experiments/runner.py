@@ -177,6 +177,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
     """
     from flexrec.baselines import make_baseline
     from flexrec.experiments import adapters
+    from flexrec.runs import load_run
 
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; use one of {', '.join(SIZES)}")
@@ -219,8 +220,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                     ranker = make_baseline(method.baseline, world, train_users, seed=seed, **opts)
                 elif method.kind in ("untrained", "sft"):
                     checked = (sft_run(imputer), method.kind)
-                    ranker = adapters.load_checkpoint_ranker(sft_run(imputer), untrained=method.kind == "untrained",
-                                                             device=device)
+                    ranker = load_run(sft_run(imputer), untrained=method.kind == "untrained", device=device)
                 elif method.kind == "rl":
                     parent = sft_run(imputer)
                     slug = re.sub(r"[^a-z0-9]+", "-", method.label.lower()).strip("-")
@@ -229,7 +229,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
                     run = adapters.fork_run(parent, cfg) if cfg.sft_steps else adapters.train_run(cfg)
                     runs.append(run)
                     curves[setting.label][method.label].append(adapters.reward_curve(run))
-                    ranker = adapters.load_checkpoint_ranker(run, device=device)
+                    ranker = load_run(run, device=device)
                     checked = (run, "rl")
                 else:
                     raise ValueError(f"unknown method kind {method.kind!r}")

@@ -9,6 +9,7 @@ from flexrec.config import IMPUTERS, REWARD_MODES
 from flexrec.eval import DataSpec
 from flexrec.experiments import EXPERIMENTS, Experiment, Method, Setting
 from flexrec.experiments.__main__ import parse_sets
+from flexrec.runs import read_run_config, train_config
 
 
 def test_every_experiment_is_well_formed():
@@ -80,7 +81,7 @@ def test_smoke_experiment_end_to_end(tmp_path, capsys):
         assert cells["untrained"].values[need]["ndcg@5"].mean() == pytest.approx(r["ndcg@5"], abs=1e-9)
 
     # Forking the SFT run reaches the same policy as training the same config from scratch.
-    cfg = adapters.train_config(adapters.read_run_config(run))
+    cfg = train_config(read_run_config(run))
     twin = adapters.train_run(train_cfg(vars(cfg), dict(out=str(tmp_path / "twin"), resume="")))
     assert json.loads((twin / "results.json").read_text())["rl"] == trainer["rl"]
 
@@ -112,7 +113,7 @@ def test_validation_split_and_advantage_fidelity(tmp_path):
     val = run_experiment(exp, "smoke", seeds=1, **kw)
     test = run_experiment(exp, "smoke", seeds=1, split="test", **kw)  # the same runs, reused, on test users
     assert val["split"] == "val" and test["split"] == "test" and test["runs"] == 2
-    cfg = adapters.train_config(adapters.read_run_config(tmp_path / "runs/pick/all_needs/seed0/sft-critic"))
+    cfg = train_config(read_run_config(tmp_path / "runs/pick/all_needs/seed0/sft-critic"))
     from flexrec.eval import load_examples
 
     users = {}
@@ -139,7 +140,7 @@ def test_validation_split_and_advantage_fidelity(tmp_path):
     exact.mkdir()
     for name in ("config.json",):
         (exact / name).write_text((sft / name).read_text())
-    cfg = adapters.train_config(adapters.read_run_config(sft))
+    cfg = train_config(read_run_config(sft))
     from flexrec.config import need_list
     from flexrec.data import NEEDS, build_examples, load
     from flexrec.train import SPLITS

@@ -138,6 +138,10 @@ def test_one_process_checkpoint_resumes_on_two_ranks(tmp_path, one_process, stra
     _assert_same_weights(_policy_state(run), one_process["final"]["policy"])
     _assert_same_results(json.loads((run / "results.json").read_text()), one_process["results"])
     assert load_checkpoint(str(run))["config"]["dist_strategy"] == strategy
+    # flexrec.load_run reads either checkpoint format into one process, to rank with.
+    from flexrec import load_run
+
+    _assert_same_weights(load_run(run).policy.state_dict(), one_process["final"]["policy"])
 
 
 def test_fsdp_bf16_mixed_precision_keeps_float32_weights(tmp_path, one_process):

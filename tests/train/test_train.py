@@ -44,6 +44,28 @@ def test_smoke_three_steps(tmp_path, small_config):
     assert "| maximize_interest | after RL |" in (run / "report.md").read_text()
 
 
+def test_load_run_ranks_as_the_trainer_evaluated(tmp_path, small_config):
+    import flexrec
+    from flexrec.eval import per_user_values
+
+    cfg = small_config(tmp_path, sft_steps=2, rl_steps=1)
+    results = train(cfg)
+    run = flexrec.load_run(tmp_path / "run")
+    examples = run.examples("test")
+    assert {ex.need for ex in examples} == set(results["rl"]) - {"mean"}
+    values = per_user_values(examples, run.rank(examples, batch_size=5))
+    for need, r in results["rl"].items():
+        assert values[need]["ndcg@5"].mean() == pytest.approx(r["ndcg@5"], abs=1e-9), need
+    untrained = flexrec.load_run(tmp_path / "run", untrained=True)
+    changed = [k for k, v in untrained.policy.state_dict().items() if not torch.equal(v, run.policy.state_dict()[k])]
+    assert changed
+    short = [dataclasses.replace(ex, items=ex.items[:-1]) for ex in examples[:1]]
+    with pytest.raises(ValueError, match="has 4 candidates; this run ranks K=5"):
+        run.rank(short)
+    with pytest.raises(ValueError, match="no config.json"):
+        flexrec.load_run(tmp_path)
+
+
 @pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, small_config):
     cfg = small_config(tmp_path, sft_steps=2, rl_steps=3)

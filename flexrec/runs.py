@@ -1,0 +1,108 @@
+"""A finished run of ``python -m flexrec.train``, loaded to rank with.
+
+    import flexrec
+
+    run = flexrec.load_run("runs/flexrec")  # its config, data, tokenizer and trained policy
+    examples = run.examples("test")  # the run's test pools, for every need it was trained on
+    perm = run.rank(examples)  # (B, K) candidate indices, best first (greedy constrained decoding)
+    best = [ex.items[p[:5].numpy()] for ex, p in zip(examples, perm)]  # item ids of each pool's top 5
+
+`load_run` rebuilds what the trainer built before its loop (the data, the tokenizer, the policy;
+through `flexrec.train_setup`) and loads the checkpoint's weights, so it ranks exactly as the trainer's
+own evaluation did (tests/eval/test_experiments.py checks that on the run's test users).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """The resolved TrainConfig of a run, as saved in its config.json."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: no config.json; is it a run directory of python -m flexrec.train?")
+    return json.loads(path.read_text())
+
+
+def train_config(values: dict):
+    """A TrainConfig from a saved dict, ignoring settings this version of the trainer does not know."""
+    from flexrec.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in known})
+
+
+class TrainedRun:
+    """A run's policy with what it needs to rank: ``rank(examples) -> (B, K)``, like every baseline.
+
+    Attributes: config (the run's TrainConfig), policy, tokenizer, data (the dataset the prompts are
+    rendered from), device; ``collate(examples, tokenizer, data)`` renders prompts as the trainer does.
+    """
+
+    def __init__(self, config, policy, tokenizer, data, device: torch.device):
+        from flexrec.train_setup import make_collate
+
+        self.config, self.policy, self.tokenizer, self.data, self.device = config, policy, tokenizer, data, device
+        self.collate = make_collate(config)
+
+    def examples(self, split: str = "test", needs: str = "") -> list:
+        """The run's pools of ``split`` ("train" | "val" | "test"), for ``needs`` ("" = the needs the run
+        trained on, or for val/test those it evaluated; "all" or a comma-separated list). Val and test hold
+        the users the trainer evaluated (the first ``eval_users`` of the split when the run set it)."""
+        from flexrec.config import need_list
+        from flexrec.data import NEEDS, build_examples
+        from flexrec.train import SPLITS
+
+        cfg = self.config
+        wanted = need_list(needs or (cfg.need if split == "train" else cfg.eval_needs or cfg.need), NEEDS)
+        return build_examples(self.data, wanted, split, cfg.num_candidates, cfg.seed, split_fractions=SPLITS,
+                              max_users=(cfg.eval_users or None) if split != "train" else None)
+
+    @torch.no_grad()
+    def rank(self, examples: list, batch_size: int = 64) -> torch.Tensor:
+        """Greedy constrained rankings of ``examples`` (each with the run's K candidates). Shapes: -> (B, K)."""
+        K = self.config.num_candidates
+        wrong = [i for i, ex in enumerate(examples) if ex.K != K]
+        if wrong:
+            raise ValueError(f"example {wrong[0]} has {examples[wrong[0]].K} candidates; this run ranks K={K}")
+        self.policy.eval()
+        out = []
+        for start in range(0, len(examples), batch_size):
+            batch = self.collate(examples[start:start + batch_size], self.tokenizer, self.data)
+            ranked = self.policy.rank(batch.input_ids.to(self.device), batch.attention_mask.to(self.device), K,
+                                      greedy=True)
+            out.append(ranked.perm[:, 0].cpu())
+        return torch.cat(out) if out else torch.empty(0, K, dtype=torch.long)
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", untrained: bool = False) -> TrainedRun:
+    """The trained policy of a run directory (its ``checkpoint.pt``), or with ``untrained`` its initial one."""
+    from flexrec.config import need_list
+    from flexrec.data import NEEDS, build_examples, load
+    from flexrec.train import SPLITS
+    from flexrec.train_setup import build_policy, resolve_device, world_options
+
+    cfg = train_config(read_run_config(run_dir))
+    path = Path(run_dir) / "checkpoint.pt"
+    state: Any = None
+    if not untrained:
+        if not path.is_file():
+            raise ValueError(f"{run_dir}: no checkpoint.pt (did the run finish, or save a checkpoint?)")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    data = load(cfg.data, **world_options(cfg))
+    train_ex = build_examples(data, need_list(cfg.need, NEEDS), "train", cfg.num_candidates, cfg.seed,
+                              split_fractions=SPLITS)
+    dev = resolve_device(device)
+    policy, tok = build_policy(cfg, data, train_ex, dev)
+    if state is not None:
+        from flexrec import parallel
+
+        parallel.load_weights(state, Path(run_dir), policy)
+    policy.to(dev)
+    return TrainedRun(cfg, policy, tok, data, dev)
