@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -234,7 +235,9 @@ def load_weights(saved: dict, run_path: Path, module: nn.Module) -> None:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
         state = {"policy": get_model_state_dict(module)}
-        dcp.load(state, checkpoint_id=Path(run_path) / saved["sharded_state"])
+        with warnings.catch_warnings():  # one process, no process group: what we mean, not a mistake
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=Path(run_path) / saved["sharded_state"])
         set_model_state_dict(module, state["policy"])
     else:
         module.load_state_dict(saved["policy"])
