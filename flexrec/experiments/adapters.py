@@ -42,15 +42,16 @@ def eval_spec(cfg, split: str = "test", heldout_instructions: bool = False, need
 
 def run_finished(run_dir: Path, cfg) -> bool:
     """A run with this exact config already ran to the end (results.json is written last)."""
-    from flexrec.config import to_dict
+    from flexrec.config import to_dict, unused_settings
 
     if not (run_dir / "results.json").is_file() or not (run_dir / "checkpoint.pt").is_file():
         return False
     saved, want = read_run_config(run_dir), to_dict(cfg)
     # Strict: a setting the saved run lacks was added to the trainer later, and its default need not
-    # be what the old trainer did (e.g. `prompt`), so such a run is trained again.
-    missing = object()
-    return all(saved.get(k, missing) == v for k, v in want.items() if k not in ("out", "resume", "progress"))
+    # be what the old trainer did (e.g. `prompt`), so such a run is trained again. Settings the run
+    # never read (the RL settings of an SFT-only run, `config.unused_settings`) need not match.
+    missing, skip = object(), {"out", "resume", "progress"} | unused_settings(cfg)
+    return all(saved.get(k, missing) == v for k, v in want.items() if k not in skip)
 
 
 def train_run(cfg) -> Path:

@@ -151,3 +151,27 @@ def test_validation_split_and_advantage_fidelity(tmp_path):
     state["gains"] = torch.from_numpy(np.stack([e.true_labels for e in train_ex])).to(state["gains"].dtype)
     torch.save(state, exact / "checkpoint.pt")
     assert advantage_fidelity(exact, eps=(), prompts=32)["cosine"][NO_SCALING] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_run_finished_ignores_only_the_settings_a_run_never_read(tmp_path):
+    from flexrec.config import TrainConfig, to_dict
+    from flexrec.experiments.adapters import run_finished
+
+    def saved(**kw):
+        cfg = TrainConfig(out=str(tmp_path / "elsewhere"), **kw)
+        (tmp_path / "config.json").write_text(json.dumps(to_dict(cfg)))
+        return cfg
+
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    sft = saved(rl_steps=0, unc_eps=0.1)
+    assert run_finished(tmp_path, TrainConfig(rl_steps=0, unc_eps=10.0, lr=1.0, reward_mode="seq", out="x"))
+    assert not run_finished(tmp_path, TrainConfig(rl_steps=0, sft_lr=sft.sft_lr * 2, out="x"))
+    assert not run_finished(tmp_path, TrainConfig(rl_steps=1, out="x"))  # an RL run is not its SFT parent
+    saved(reward_mode="seq", unc_eps=0.1)
+    assert run_finished(tmp_path, TrainConfig(reward_mode="seq", unc_eps=10.0, out="x"))
+    assert not run_finished(tmp_path, TrainConfig(reward_mode="seq", lr=1.0, out="x"))
+    saved(reward_mode="flexrec", unc_eps=0.1)
+    assert not run_finished(tmp_path, TrainConfig(reward_mode="flexrec", unc_eps=10.0, out="x"))
+    (tmp_path / "results.json").unlink()  # an unfinished run is never reused
+    assert not run_finished(tmp_path, TrainConfig(reward_mode="flexrec", unc_eps=0.1, out="x"))
