@@ -134,6 +134,7 @@ def test_validation_split_and_advantage_fidelity(tmp_path):
     assert fid["effective_share"][NO_SCALING] == 1.0 and 0 < fid["effective_share"]["eps 0.1"] < 1
     assert all(-1.0 <= c <= 1.0 for c in fid["cosine"].values())
     assert fid["cosine"][NO_SCALING] < 1.0  # the critic's fill is not the truth
+    assert fid["cosine_actual_error"][NO_SCALING] == fid["cosine"][NO_SCALING]
     # Filled labels equal to the true ones: the unscaled advantages are the true advantages.
     state = torch.load(sft / "checkpoint.pt", map_location="cpu", weights_only=False)
     exact = tmp_path / "exact"
