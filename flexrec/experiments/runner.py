@@ -87,7 +87,7 @@ class Experiment:
 
 # Sizes: TrainConfig overrides. "smoke" is for the test suite only (seconds, meaningless numbers).
 # "default" is the budget of `python -m flexrec.train` with no arguments (1500 SFT + 300 RL steps on 1,000
-# users): the size at which the README's claims are made (joint, 3 seeds: 15 runs, 14.8 min on 2 cores).
+# users): the size at which the README's claims are made (joint, 5 seeds: 25 runs, 22.1 min on 2 cores).
 # "quick" runs all five experiments x 3 seeds on a 2-core CPU within 30 minutes (measured: 20.8 min, with
 # other jobs on the box; 160 SFT + 30 RL steps took 13.7 min but left the joint model at random). "full" is
 # meant for a GPU and a real LLM (K=20, a larger catalogue, twice the default steps; not yet run): the tiny model
@@ -174,7 +174,8 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
 
     Result: {"cells": that dict, "curves": {setting: {method: [(steps, rewards) per seed]}}, "seconds": this
     call's wall time, "train_seconds": the training runs' wall times when they ran (reused runs included),
-    "runs": how many training runs}.
+    "runs": how many training runs, "split": the users scored, "fidelity": {setting: (markdown lines, data)} of
+    `fidelity.fidelity_section` when ``exp.fidelity_eps`` is set}.
     """
     from flexrec.baselines import make_baseline
     from flexrec.experiments import adapters
