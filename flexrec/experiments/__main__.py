@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from typing import Optional
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "val"), default=None,
                    help="the users every method is scored on (default: the experiment's own; test for all but "
                         "uncertainty-strength, which chooses a setting and so scores validation users)")
+    p.add_argument("--setting", action="append", default=[], metavar="LABEL",
+                   help="run only this setting of the experiment (repeatable), e.g. --setting maximize_interest")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a TrainConfig field for every run, e.g. --set rl_steps=100 (repeatable)")
@@ -36,7 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_sets(items: list[str]) -> dict:
     from flexrec.config import TrainConfig, _field_type
-    import dataclasses
 
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     out = {}
@@ -53,6 +55,12 @@ def parse_sets(items: list[str]) -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     exp = EXPERIMENTS[args.name]
+    if args.setting:
+        labels = [s.label for s in exp.settings]
+        unknown = [x for x in args.setting if x not in labels]
+        if unknown:
+            raise SystemExit(f"--setting {unknown[0]!r}: {args.name} has the settings {', '.join(map(repr, labels))}")
+        exp = dataclasses.replace(exp, settings=[s for s in exp.settings if s.label in args.setting])
     out = run_experiment(exp, args.size, args.seeds, args.model, args.data, args.device, args.runs,
                          extra=parse_sets(args.set), log=lambda s: print(s, flush=True), split=args.split)
     command = "python -m flexrec.experiments " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))

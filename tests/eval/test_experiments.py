@@ -41,6 +41,13 @@ def test_eval_uses_the_trainers_splits():
     assert tuple(DataSpec().split_fractions) == tuple(SPLITS)
 
 
+def test_unknown_setting_is_refused_with_the_known_ones():
+    from flexrec.experiments.__main__ import main
+
+    with pytest.raises(SystemExit, match="'nope'.*'maximize_interest'"):
+        main(["single-need", "--setting", "nope"])
+
+
 def test_parse_sets():
     assert parse_sets(["rl_steps=7", "trend-tags=false", "lr=0.5"]) == {"rl_steps": 7, "trend_tags": False, "lr": 0.5}
     with pytest.raises(SystemExit, match="unknown TrainConfig field"):
