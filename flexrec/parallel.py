@@ -199,11 +199,10 @@ def save(run_path: Path, write: Callable[[dict], Any], meta: dict, policy, optim
 def load(resume: dict, run_path: Path, policy, optimizer, reference) -> None:
     """Loads a checkpoint's model, optimiser and reference states into this run's (any strategy)."""
     if "sharded_state" in resume:
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
 
         state = _sharded_state(policy, optimizer, reference)
-        dcp.load(state, checkpoint_id=Path(run_path) / resume["sharded_state"])
+        _dcp_load(state, Path(run_path) / resume["sharded_state"])
         set_state_dict(unwrap(policy), optimizer, model_state_dict=state["policy"],
                        optim_state_dict=state["optimizer"])
         if reference is not None:
@@ -231,16 +230,23 @@ def load_weights(saved: dict, run_path: Path, module: nn.Module) -> None:
     """Loads only the policy weights of a checkpoint (a full ``checkpoint.pt`` or the FSDP directory it
     names) into ``module``, a plain model in one process: for ranking with a finished run."""
     if "sharded_state" in saved:
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
         state = {"policy": get_model_state_dict(module)}
-        with warnings.catch_warnings():  # one process, no process group: what we mean, not a mistake
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-            dcp.load(state, checkpoint_id=Path(run_path) / saved["sharded_state"])
+        _dcp_load(state, Path(run_path) / saved["sharded_state"])
         set_model_state_dict(module, state["policy"])
     else:
         module.load_state_dict(saved["policy"])
+
+
+def _dcp_load(state: dict, path: Path) -> None:
+    """``torch.distributed.checkpoint.load`` in place; in one process without a process group (a resume or a
+    reload under fewer ranks than saved it) that is what we mean, so its warning about it is silenced."""
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=path)
 
 
 def _sharded_state(policy, optimizer, reference) -> dict:

@@ -16,7 +16,7 @@ from flexrec.data.tokens import add_slot_tokens
 from flexrec.models.policy import RankingPolicy, Rollout, left_pad
 from flexrec.models.presets import PRESETS, build_smollm2, build_tiny, check_model_spec, load_pretrained
 
-__all__ = ["RankingPolicy", "Rollout", "left_pad", "PRESETS", "check_model_spec", "load_policy"]
+__all__ = ["RankingPolicy", "Rollout", "left_pad", "PRESETS", "check_model_spec", "load_policy", "set_checkpointing"]
 
 
 def attention_implementation() -> str:
@@ -66,7 +66,7 @@ def load_policy(
     if on_gpu and torch.cuda.is_bf16_supported():
         model = model.to(torch.bfloat16)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_checkpointing(model, True)
         model.config.use_cache = True  # decoding still uses the cache; training passes don't ask for it
     if lora_rank > 0:
         try:
@@ -82,3 +82,21 @@ def load_policy(
             warnings.warn("untied output embedding: its slot rows train with LoRA as a full matrix")
     policy = RankingPolicy(model, slot_ids, tok.pad_token_id).to(device)
     return policy, tok
+
+
+def set_checkpointing(model, enabled: bool) -> None:
+    """Turns activation (gradient) checkpointing of a Hugging Face model on or off, non-reentrant.
+
+    transformers 5 renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` (the old
+    name warns, and goes in v6); older releases have only the old name.
+    """
+    if hasattr(model, "activation_checkpointing_enable"):
+        if enabled:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif enabled:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+

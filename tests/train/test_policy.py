@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flexrec.models import left_pad
+from flexrec.models import left_pad, set_checkpointing
 
 
 def _is_permutation(perm, K):
@@ -100,12 +100,13 @@ def test_training_forward_without_cache_agrees(world_and_policy):
     _, _, policy, _, batch = world_and_policy
     out = policy.rank(batch.input_ids, batch.attention_mask, 6, samples=2, generator=torch.Generator().manual_seed(2))
     base = policy.model
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    set_checkpointing(base, True)
+    assert base.model.gradient_checkpointing  # the flag RankingPolicy reads to take the no-cache path
     try:
         policy.train()
         logprob, _ = policy.logprobs(batch.input_ids, batch.attention_mask, out.perm)
     finally:
-        base.gradient_checkpointing_disable()
+        set_checkpointing(base, False)
         policy.eval()
     torch.testing.assert_close(logprob, out.logprob, atol=1e-5, rtol=1e-5)
 
