@@ -8,8 +8,8 @@ directly, without training anything:
 
 1. take a run's SFT policy, its training pools and their filled labels and variances (from its checkpoint);
 2. sample G rankings per prompt, as an RL step does;
-3. compute the item advantages from the filled labels (A) and from the true labels (A*), and
-   the uncertainty-scaled A for several eps;
+3. compute FlexRec's item advantages (the causal swap reward, the run's cutoff and baseline) from the
+   filled labels (A) and from the true labels (A*), and the uncertainty-scaled A for several eps;
 4. report the cosine between the scaled A and A* over the decisions the reward scores. A scaling that
    helps raises it; one whose variances say little about the errors lowers it (it shrinks signal and
    noise alike). Also reported: the rank correlation between the reward variances and the squared
