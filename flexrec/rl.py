@@ -12,6 +12,21 @@ import torch
 from torch import Tensor
 
 
+def in_rank_order(values: Tensor, perm: Tensor) -> Tensor:
+    """Per-candidate values of each prompt laid out in each sampled ranking's order.
+
+    Shapes: values (P, K) by candidate, perm (P, G, K) -> (P * G, K), position 0 first.
+    """
+    P, G, K = perm.shape
+    return values[:, None, :].expand(P, G, K).gather(-1, perm).reshape(P * G, K)
+
+
+def scored_decisions(K: int, cutoff: int, device=None) -> Tensor:
+    """The ranks whose reward counts: below ``cutoff`` (0 = all) and not the forced last slot. Shapes: -> (K,)."""
+    ranks = torch.arange(K, device=device)
+    return (ranks < K - 1) & (ranks < (cutoff or K))
+
+
 def group_item_advantages(rewards: Tensor, delta: float = 1e-4, per_rank: bool = False) -> Tensor:
     """Item advantages normalised within each prompt's group of G rollouts.
 
@@ -103,23 +118,20 @@ def rank_relative_variance(
 def item_uncertainty_weights(
     reward_var: Tensor,
     cutoff: int,
-    eps: float = 0.1,
-    max_weight: float = 5.0,
+    eps: float,
+    max_weight: float,
     over_ranks: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> Tensor:
     """The weight of each item advantage, as the trainer applies them (FLEXREC.md section 5).
 
-    Weighted are the decisions the reward scores: ranks below ``cutoff`` (0 = all) except the forced
-    last slot. There the variances are compared within each rank (`rank_relative_variance`), then
+    Weighted are the decisions the reward scores (`scored_decisions`). There the variances are compared within each rank (`rank_relative_variance`), then
     turned into `uncertainty_weights`. Past the cutoff a reward is 0 with variance 0; counted as
     "certain" it would take the largest weights (measured: median weight 0.24 at ranks 1-5 with cutoff
     5), so those advantages keep weight 1. ``over_ranks``: as in `uncertainty_weights`.
 
     Shapes: reward_var (P, G, K) -> (P, G, K).
     """
-    K = reward_var.shape[-1]
-    ranks = torch.arange(K, device=reward_var.device)
-    scored = ((ranks < K - 1) & (ranks < (cutoff or K))).expand_as(reward_var)
+    scored = scored_decisions(reward_var.shape[-1], cutoff, reward_var.device).expand_as(reward_var)
     weights = uncertainty_weights(rank_relative_variance(reward_var, scored, over_ranks), eps, max_weight, scored,
                                   over_ranks)
     return torch.where(scored, weights, torch.ones_like(weights))

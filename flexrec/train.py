@@ -237,8 +237,7 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
                           noise_rows=distributed.noise_rows(P * G))  # under torchrun: this rank's rows of the noise
     policy.train()
     perm = rollout.perm  # (P, G, K)
-    ranked_gains = gains[:, None, :].expand(P, G, K).gather(-1, perm).reshape(P * G, K)
-    ranked_var = gain_var[:, None, :].expand(P, G, K).gather(-1, perm).reshape(P * G, K)
+    ranked_gains, ranked_var = rl.in_rank_order(gains, perm), rl.in_rank_order(gain_var, perm)
     rewards = swap_reward(ranked_gains, cfg.ndcg_cutoff, mode).view(P, G, K)
     advantages = rl.group_item_advantages(rewards, cfg.adv_delta, per_rank=cfg.adv_baseline == "rank")
     decisions = torch.arange(K, device=perm.device) < K - 1  # the last slot is forced

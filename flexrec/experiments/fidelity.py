@@ -56,6 +56,7 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
     """
     from flexrec import rl
     from flexrec.runs import load_run
+    from flexrec.train import REWARD_MODES
     from flexrec.ops import swap_reward, swap_reward_var
 
     run = Path(sft_run)
@@ -86,19 +87,15 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
     P = perm.shape[0]
     true = torch.from_numpy(np.stack([train_ex[i].true_labels for i in pick])).float()
 
-    def ranked(x: torch.Tensor) -> torch.Tensor:
-        return x[:, None, :].expand(P, G, K).gather(-1, perm).reshape(P * G, K)
-
-    filled_g, filled_v, true_g = ranked(gains_all[pick]), ranked(var_all[pick]), ranked(true)
-    mode = "causal"
+    filled_g, filled_v, true_g = (rl.in_rank_order(x, perm) for x in (gains_all[pick], var_all[pick], true))
+    mode = REWARD_MODES["flexrec"][0]  # the trainer's item reward (the causal swap)
     per_rank = cfg.adv_baseline == "rank"
     reward = swap_reward(filled_g, cfg.ndcg_cutoff, mode).view(P, G, K)
     reward_true = swap_reward(true_g, cfg.ndcg_cutoff, mode).view(P, G, K)
     adv = rl.group_item_advantages(reward, cfg.adv_delta, per_rank)
     adv_true = rl.group_item_advantages(reward_true, cfg.adv_delta, per_rank)
     reward_var = swap_reward_var(filled_g, filled_v, cfg.ndcg_cutoff, mode).view(P, G, K)
-    ranks = torch.arange(K)
-    scored = ((ranks < K - 1) & (ranks < (cfg.ndcg_cutoff or K))).expand(P, G, K)
+    scored = rl.scored_decisions(K, cfg.ndcg_cutoff).expand(P, G, K)
     plain = _cosine(adv[scored], adv_true[scored])
     cosine, oracle, share = {NO_SCALING: plain}, {NO_SCALING: plain}, {NO_SCALING: 1.0}
     actual_var = (reward - reward_true) ** 2  # what a perfect critic's variance could at best say: the actual error

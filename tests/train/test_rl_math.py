@@ -77,7 +77,7 @@ def test_item_uncertainty_weights_only_on_scored_decisions():
     by_u = w[..., 0].flatten()[u[..., 0].flatten().argsort()]
     assert (by_u[1:] <= by_u[:-1]).all() and by_u[0] > by_u[-1]
     # cutoff 0 = the whole list: every rank but the forced last one is weighted.
-    w_all = rl.item_uncertainty_weights(u, cutoff=0)
+    w_all = rl.item_uncertainty_weights(u, cutoff=0, eps=0.1, max_weight=5.0)
     assert torch.equal(w_all[..., 3], torch.ones(3, 4)) and not torch.equal(w_all[..., 2], torch.ones(3, 4))
 
 
