@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -50,6 +50,7 @@ class TrainedRun:
 
         self.config, self.policy, self.tokenizer, self.data, self.device = config, policy, tokenizer, data, device
         self.collate = make_collate(config)
+        self._train_pools: Optional[list] = None  # the training pools, built once (load_run's tokenizer needs them)
 
     def examples(self, split: str = "test", needs: str = "") -> list:
         """The run's pools of ``split`` ("train" | "val" | "test"), for ``needs`` ("" = the needs the run
@@ -59,10 +60,15 @@ class TrainedRun:
         from flexrec.data import NEEDS, build_examples
         from flexrec.train import SPLITS
 
+        if split == "train" and not needs and self._train_pools is not None:
+            return self._train_pools
         cfg = self.config
         wanted = need_list(needs or (cfg.need if split == "train" else cfg.eval_needs or cfg.need), NEEDS)
-        return build_examples(self.data, wanted, split, cfg.num_candidates, cfg.seed, split_fractions=SPLITS,
-                              max_users=(cfg.eval_users or None) if split != "train" else None)
+        pools = build_examples(self.data, wanted, split, cfg.num_candidates, cfg.seed, split_fractions=SPLITS,
+                               max_users=(cfg.eval_users or None) if split != "train" else None)
+        if split == "train" and not needs:
+            self._train_pools = pools
+        return pools
 
     @torch.no_grad()
     def rank(self, examples: list, batch_size: int = 64) -> torch.Tensor:
@@ -83,9 +89,7 @@ class TrainedRun:
 
 def load_run(run_dir: str | Path, device: str = "cpu", untrained: bool = False) -> TrainedRun:
     """The trained policy of a run directory (its ``checkpoint.pt``), or with ``untrained`` its initial one."""
-    from flexrec.config import need_list
-    from flexrec.data import NEEDS, build_examples, load
-    from flexrec.train import SPLITS
+    from flexrec.data import load
     from flexrec.train_setup import build_policy, resolve_device, world_options
 
     cfg = train_config(read_run_config(run_dir))
@@ -95,14 +99,11 @@ def load_run(run_dir: str | Path, device: str = "cpu", untrained: bool = False) 
         if not path.is_file():
             raise ValueError(f"{run_dir}: no checkpoint.pt (did the run finish, or save a checkpoint?)")
         state = torch.load(path, map_location="cpu", weights_only=False)
-    data = load(cfg.data, **world_options(cfg))
-    train_ex = build_examples(data, need_list(cfg.need, NEEDS), "train", cfg.num_candidates, cfg.seed,
-                              split_fractions=SPLITS)
-    dev = resolve_device(device)
-    policy, tok = build_policy(cfg, data, train_ex, dev)
+    run = TrainedRun(cfg, None, None, load(cfg.data, **world_options(cfg)), resolve_device(device))
+    run.policy, run.tokenizer = build_policy(cfg, run.data, run.examples("train"), run.device)
     if state is not None:
         from flexrec import parallel
 
-        parallel.load_weights(state, Path(run_dir), policy)
-    policy.to(dev)
-    return TrainedRun(cfg, policy, tok, data, dev)
+        parallel.load_weights(state, Path(run_dir), run.policy)
+    run.policy.to(run.device)
+    return run
