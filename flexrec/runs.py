@@ -42,7 +42,9 @@ class TrainedRun:
     """A run's policy with what it needs to rank: ``rank(examples) -> (B, K)``, like every baseline.
 
     Attributes: config (the run's TrainConfig), policy, tokenizer, data (the dataset the prompts are
-    rendered from), device; ``collate(examples, tokenizer, data)`` renders prompts as the trainer does.
+    rendered from), device; ``collate(examples, tokenizer, data)`` renders prompts as the trainer does;
+    ``checkpoint``: the checkpoint's entries besides the weights and optimiser (step, results, the filled
+    training labels ``gains`` and ``gain_var``, ...), empty for an untrained policy.
     """
 
     def __init__(self, config, policy, tokenizer, data, device: torch.device):
@@ -51,6 +53,7 @@ class TrainedRun:
         self.config, self.policy, self.tokenizer, self.data, self.device = config, policy, tokenizer, data, device
         self.collate = make_collate(config)
         self._train_pools: Optional[list] = None  # the training pools, built once (load_run's tokenizer needs them)
+        self.checkpoint: dict = {}
 
     def examples(self, split: str = "test", needs: str = "") -> list:
         """The run's pools of ``split`` ("train" | "val" | "test"), for ``needs`` ("" = the needs the run
@@ -105,5 +108,6 @@ def load_run(run_dir: str | Path, device: str = "cpu", untrained: bool = False) 
         from flexrec import parallel
 
         parallel.load_weights(state, Path(run_dir), run.policy)
+        run.checkpoint = {k: v for k, v in state.items() if k not in ("policy", "optimizer", "reference")}
     run.policy.to(run.device)
     return run

@@ -60,13 +60,12 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
     from flexrec.ops import swap_reward, swap_reward_var
 
     run = Path(sft_run)
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
-    if "gains" not in state:
-        raise ValueError(f"{run}: the checkpoint has no filled labels (was it written by flexrec.train?)")
     ranker = load_run(run, device=device)
+    if "gains" not in ranker.checkpoint:
+        raise ValueError(f"{run}: the checkpoint has no filled labels (was it written by flexrec.train?)")
     cfg = ranker.config
     train_ex = ranker.examples("train")
-    gains_all, var_all = state["gains"].float(), state["gain_var"].float()
+    gains_all, var_all = ranker.checkpoint["gains"].float(), ranker.checkpoint["gain_var"].float()
     if len(train_ex) != len(gains_all):
         raise ValueError(f"{run}: {len(train_ex)} training pools rebuilt but {len(gains_all)} filled in the checkpoint")
     if cfg.gain != "linear":  # the checkpoint holds the gains the rewards used; compare like with like

@@ -56,7 +56,10 @@ def test_load_run_ranks_as_the_trainer_evaluated(tmp_path, small_config):
     values = per_user_values(examples, run.rank(examples, batch_size=5))
     for need, r in results["rl"].items():
         assert values[need]["ndcg@5"].mean() == pytest.approx(r["ndcg@5"], abs=1e-9), need
+    assert run.checkpoint["step"] == 3 and {"gains", "gain_var"} <= set(run.checkpoint)
+    assert not {"policy", "optimizer", "reference"} & set(run.checkpoint)  # the weights live in run.policy
     untrained = flexrec.load_run(tmp_path / "run", untrained=True)
+    assert untrained.checkpoint == {}
     changed = [k for k, v in untrained.policy.state_dict().items() if not torch.equal(v, run.policy.state_dict()[k])]
     assert changed
     short = [dataclasses.replace(ex, items=ex.items[:-1]) for ex in examples[:1]]
