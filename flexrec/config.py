@@ -1,23 +1,38 @@
-"""Every setting of ``python -m flexrec.train`` in one dataclass, and the CLI generated from it.
+"""Every setting of flexrec and its single default: ``TrainConfig``, the CLI generated from it, and the
+few constants that more than one stage must agree on (the user splits, the reward modes).
 
 Each field becomes a ``--kebab-case`` flag (booleans take ``--flag``/``--no-flag``); ``--config
 file.yaml|json`` sets fields from a file, and flags given on the command line override the file.
-The defaults are the no-argument run: the synthetic world, the tiny model, all needs jointly,
-SFT then RL, under 10 minutes on a 2-core CPU.
+Every value is checked by type and range before any work starts (``ConfigError``: one line per
+problem). The defaults are the no-argument run: the synthetic world, the tiny model, all needs
+jointly, SFT then RL, a few minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-REWARD_MODES = ("flexrec", "flexrec-nounc", "seq", "rank", "independent", "noncausal")
+# Users into train / validation / test, by a seeded permutation (flexrec.data.split_users). Every stage
+# (training, evaluation, experiments, load_run) uses these; a large test split keeps the final table steady.
+USER_SPLITS = (0.7, 0.1, 0.2)
+# What each --reward-mode means: (flexrec.ops.swap_reward mode, scale advantages by uncertainty).
+REWARD_MODES = {
+    "flexrec": ("causal", True),
+    "flexrec-nounc": ("causal", False),
+    "seq": ("sequence", False),
+    "rank": ("suffix", False),
+    "independent": ("independent", False),
+    "noncausal": ("noncausal", False),
+}
 IMPUTERS = ("critic", "critic-mean", "user-knn", "item-knn", "observed")
+EVAL_BATCH = 32  # prompts per evaluation batch (the trainer, load_run and the experiments rank in these batches)
 
 
 @dataclass
@@ -25,6 +40,7 @@ class TrainConfig:
     # ---- data --------------------------------------------------------------------------------
     data: str = "synthetic"  # "synthetic" or a dataset flexrec.data.load understands (name or path)
     data_path: str = ""  # where a real dataset's files are (ml-1m, kuairec; ml-100k defaults to recbole's copy)
+    items: str = ""  # the item file of --data csv:INTERACTIONS.csv (see flexrec.data.frames)
     need: str = "all"  # a registered need, a comma-separated list, or "all" (jointly, one model)
     eval_needs: str = ""  # needs to evaluate on ("" = the training needs)
     num_candidates: int = 10  # K, the pool size. The paper uses 30; 10 keeps the CPU default run
@@ -34,7 +50,7 @@ class TrainConfig:
     world_topics: int = 6  # synthetic world: topics
     world_taste_scale: float = 1.6  # synthetic world: how strongly topic taste drives interest
     history_max: int = 6  # most recent history items shown in a prompt (prompt length is the CPU cost)
-    prompt: str = "auto"  # "full" (flexrec.data's chat prompts), "compact" (flexrec.prompt_adapter), "auto":
+    prompt: str = "auto"  # "full" (flexrec.data's chat prompts), "compact" (flexrec.data.prompts.compact_prompt), "auto":
     # compact for the tiny preset, which cannot learn to read the full prompts in a CPU budget; full otherwise
     trend_tags: bool = True  # show each candidate's recent-plays tier (at the user's cutoff) in prompts
     observe_fraction: float = 0.1  # share of (user, item) feedback the trainer may see (the paper's 10%)
@@ -94,13 +110,15 @@ class TrainConfig:
     threads: int = 1  # torch CPU threads. 1 by default: on a shared 2-core box, 2 OpenMP threads made a
     # 10x64 GELU take 19 ms instead of 0.015 ms, and a tiny-model step 3.7 s instead of 0.18 s
     device: str = "auto"  # "auto" (cuda when there), "cpu", "cuda", "cuda:1", ...
-    out: str = "runs/flexrec"  # run directory
+    out: str = "runs/flexrec"  # run directory; a new run refuses a non-empty one (see --overwrite, --resume)
+    overwrite: bool = False  # start afresh in a non-empty --out, deleting the run that is there
     resume: str = ""  # a run directory to continue exactly where it stopped
     eval_every: int = 250  # steps between validation evaluations (NDCG@5 curves)
     eval_users: int = 0  # users per need in the val/test evaluations (0 = every user of the split)
     save_every: int = 50  # steps between checkpoints
     progress: bool = True  # tqdm progress bar
-    # ---- several GPUs or machines (torchrun; see flexrec.distributed and README) ----------------
+    report_to: str = "none"  # also log metrics to "tensorboard" or "wandb" (offline with WANDB_MODE=offline)
+    # ---- several GPUs or machines (torchrun; see flexrec.train.distributed and README) ----------------
     dist_strategy: str = "ddp"  # under torchrun: "ddp" (each rank holds the model) or "fsdp" (FSDP2 shards it)
     mixed_precision: str = "no"  # "bf16": FSDP's float32 master weights with bf16 compute; "no": the model's dtype
     dist_timeout: int = 1800  # seconds a collective may wait before the job fails (a hung or lost rank)
@@ -120,12 +138,76 @@ def unused_settings(cfg: TrainConfig) -> set[str]:
     return set(UNCERTAINTY_SETTINGS) if cfg.reward_mode != "flexrec" else set()
 
 
-def _field_type(f: dataclasses.Field) -> type:
-    hints = typing.get_type_hints(TrainConfig)
-    t = hints[f.name]
+class ConfigError(ValueError):
+    """Settings that cannot run; ``problems`` holds one line per wrong setting."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def field_type(name: str) -> type:
+    """The Python type of a TrainConfig field (``Optional[X]`` -> X)."""
+    t = typing.get_type_hints(TrainConfig)[name]
     if typing.get_origin(t) is typing.Union:
         t = next(a for a in typing.get_args(t) if a is not type(None))
     return t
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` as the type of setting ``name``; raises ValueError with what was expected.
+
+    Numbers may come as strings (``--set lr=1e-3``, or YAML's ``1e-3``, which YAML reads as a string);
+    booleans as true/false, yes/no, on/off or 1/0; a float where an integer is due is refused.
+    """
+    t = field_type(name)
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError("expected true or false")
+    if t is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+        raise ValueError("expected an integer")
+    if t is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError("expected a number")
+    if isinstance(value, str):
+        return value
+    raise ValueError("expected a string")
+
+
+def from_values(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Checked and typed settings from ``values`` (names with - or _); every problem in one ConfigError."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    out, problems = {}, []
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{source}: unknown setting {key!r}{hint}; `python -m flexrec.train --help` lists them")
+            continue
+        try:
+            out[name] = coerce(name, value)
+        except ValueError as err:
+            problems.append(f"{source}: {key} = {value!r}: {err} ({field_type(name).__name__})")
+    if problems:
+        raise ConfigError(problems)
+    return out
 
 
 def _comments() -> dict[str, str]:
@@ -150,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     helps = _comments()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        t = _field_type(f)
-        text = f"{helps.get(f.name, '')} (default: {f.default})"
+        t = field_type(f.name)
+        # argparse %-formats help strings: a literal % (e.g. "10%") must be doubled
+        text = f"{helps.get(f.name, '')} (default: {f.default})".replace("%", "%%")
         if t is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
@@ -160,26 +243,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_file(path: str) -> dict[str, Any]:
+    """The settings of a YAML or JSON file, checked by name and type (ConfigError)."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"--config {path}: no such file")
+        raise ConfigError([f"--config {path}: no such file"])
     text = p.read_text()
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
 
-        values = yaml.safe_load(text) or {}
-    else:
-        values = json.loads(text)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k.replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"--config {path}: unknown settings {unknown}; see --help for the names")
-    return values
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    except Exception as err:  # yaml.YAMLError / json.JSONDecodeError: say where
+        raise ConfigError([f"--config {path}: not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'}: "
+                           f"{str(err).splitlines()[0]}"]) from None
+    if not isinstance(values, dict):
+        raise ConfigError([f"--config {path}: expected a mapping of setting: value, got {type(values).__name__}"])
+    return from_values(values, f"--config {path}")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
-    """Defaults, then ``--config`` file, then flags."""
+    """Defaults, then ``--config`` file, then flags, each checked by name and type (ConfigError);
+    ``validate`` then checks values against each other and the registered needs."""
     args = build_parser().parse_args(argv)
     values: dict[str, Any] = {}
     if args.config:
@@ -195,32 +281,80 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+_CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": ("auto", "full", "compact"),
+            "adv_baseline": ("pooled", "rank"), "gain": ("linear", "exp"), "dist_strategy": ("ddp", "fsdp"),
+            "mixed_precision": ("no", "bf16"), "report_to": ("none", "tensorboard", "wandb")}
+_AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
+                 "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",
+                 "dist_timeout")
+_NON_NEGATIVE = ("rl_steps", "sft_steps", "lora_rank", "need_stagger", "eval_users", "sft_positions", "ndcg_cutoff",
+                 "critic_epochs", "threads")
+
+
 def validate(cfg: TrainConfig, needs: dict) -> None:
-    """Checks that need no data or model: fails before any work, with what to do."""
-    if cfg.reward_mode not in REWARD_MODES:
-        raise ValueError(f"--reward-mode {cfg.reward_mode!r}: expected one of {', '.join(REWARD_MODES)}")
-    if cfg.imputer not in IMPUTERS:
-        raise ValueError(f"--imputer {cfg.imputer!r}: expected one of {', '.join(IMPUTERS)}")
-    for name in need_list(cfg.need, needs) + need_list(cfg.eval_needs or cfg.need, needs):
-        if name not in needs:
-            raise ValueError(f"unknown need {name!r}; known needs: {', '.join(sorted(needs))}")
+    """Every check that needs no data or model, before any work: one ConfigError listing each problem."""
+    problems = []
+    for name in dataclasses.fields(TrainConfig):  # the types, for configs built in Python
+        try:
+            if coerce(name.name, getattr(cfg, name.name)) != getattr(cfg, name.name):
+                raise ValueError("expected " + field_type(name.name).__name__)
+        except ValueError as err:
+            problems.append(f"--{name.name.replace('_', '-')} {getattr(cfg, name.name)!r}: {err}")
+    if problems:
+        raise ConfigError(problems)
+    for name, choices in _CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            problems.append(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: expected one of {', '.join(choices)}")
+    for spec in dict.fromkeys(need_list(cfg.need, needs) + need_list(cfg.eval_needs or cfg.need, needs)):
+        if spec not in needs:
+            problems.append(f"unknown need {spec!r}; known needs: {', '.join(sorted(needs))}")
     for name, weight in need_weight_items(cfg.need_weights):
         if name not in needs or not weight.replace(".", "", 1).isdigit() or float(weight) <= 0:
-            raise ValueError(f"--need-weights {cfg.need_weights!r}: expected need=weight pairs with known needs "
-                             f"({', '.join(sorted(needs))}) and positive weights, e.g. explore_new_topics=2")
+            problems.append(f"--need-weights {cfg.need_weights!r}: expected need=weight pairs with known needs "
+                            f"({', '.join(sorted(needs))}) and positive weights, e.g. explore_new_topics=2")
+            break
     if cfg.num_candidates < 2:
-        raise ValueError(f"--num-candidates must be >= 2, got {cfg.num_candidates}")
-    if cfg.prompt not in ("auto", "full", "compact"):
-        raise ValueError(f"--prompt {cfg.prompt!r}: expected auto, full or compact")
-    if cfg.adv_baseline not in ("pooled", "rank"):
-        raise ValueError(f"--adv-baseline {cfg.adv_baseline!r}: expected pooled or rank")
-    if cfg.gain not in ("linear", "exp"):
-        raise ValueError(f"--gain {cfg.gain!r}: expected linear or exp")
-    for name in ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every"):
+        problems.append(f"--num-candidates must be >= 2, got {cfg.num_candidates}")
+    for name in _AT_LEAST_ONE:
         if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.rl_steps < 0 or cfg.sft_steps < 0:
-        raise ValueError("--rl-steps and --sft-steps must be >= 0")
+            problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in _NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("lr", "sft_lr", "temperature", "grad_clip", "unc_eps", "unc_max_weight", "adv_delta"):
+        if not getattr(cfg, name) > 0:
+            problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+    if not 0.0 < cfg.observe_fraction <= 1.0:
+        problems.append(f"--observe-fraction must be in (0, 1], got {cfg.observe_fraction}")
+    if cfg.resume and cfg.overwrite:
+        problems.append("--resume continues a run and --overwrite deletes it: give one of them")
+    if problems:
+        raise ConfigError(problems)
+
+
+def data_options(cfg: TrainConfig) -> dict[str, Any]:
+    """Keyword options of ``flexrec.data.load`` for this config (the synthetic world's size)."""
+    if cfg.data == "synthetic":
+        return dict(seed=cfg.seed, n_users=cfg.world_users, n_items=cfg.world_items, n_topics=cfg.world_topics,
+                    taste_scale=cfg.world_taste_scale,
+                    observe_fraction=cfg.observe_fraction)
+    options = dict(path=cfg.data_path or None, observe_fraction=cfg.observe_fraction, seed=cfg.seed)
+    if cfg.items:
+        options["items"] = cfg.items
+    return options
+
+
+def set_threads(threads: Optional[int] = None) -> None:
+    """The CPU thread policy of every entry point (training, evaluation, load_run, experiments).
+
+    ``threads``: torch's intra-op CPU threads; None takes ``TrainConfig.threads`` (1: see its comment);
+    0 leaves torch's own choice. Only lowers or raises torch's setting; a GPU run is unaffected.
+    """
+    import torch
+
+    n = TrainConfig.threads if threads is None else threads
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def need_weight_items(spec: str) -> list[tuple[str, str]]:

@@ -67,7 +67,7 @@ def uncertainty_weights(
     normalised to mean 1 over the batch (over ``mask`` where given), then clipped to
     [0, max_weight], so the learning rate keeps its meaning. All-zero variance (every label
     observed) gives weights of exactly 1. Under data parallelism ``over_ranks`` sums a tensor over
-    the ranks (``flexrec.distributed.sum_over_ranks``), so that the batch means are those of the
+    the ranks (``flexrec.train.distributed.sum_over_ranks``), so that the batch means are those of the
     global batch and the weights equal one process's.
 
     Shapes: reward_var (...) -> (...), same shape; mask (...) bool or None.

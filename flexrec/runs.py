@@ -8,34 +8,18 @@
     best = [ex.items[p[:5].numpy()] for ex, p in zip(examples, perm)]  # item ids of each pool's top 5
 
 `load_run` rebuilds what the trainer built before its loop (the data, the tokenizer, the policy;
-through `flexrec.train_setup`) and loads the checkpoint's weights, so it ranks exactly as the trainer's
+through `flexrec.train.build`) and loads the checkpoint's weights, so it ranks exactly as the trainer's
 own evaluation did (tests/eval/test_experiments.py checks that on the run's test users).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-
-def read_run_config(run_dir: str | Path) -> dict:
-    """The resolved TrainConfig of a run, as saved in its config.json."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{run_dir}: no config.json; is it a run directory of python -m flexrec.train?")
-    return json.loads(path.read_text())
-
-
-def train_config(values: dict):
-    """A TrainConfig from a saved dict, ignoring settings this version of the trainer does not know."""
-    from flexrec.config import TrainConfig
-
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in known})
+from flexrec.config import EVAL_BATCH
 
 
 class TrainedRun:
@@ -48,7 +32,7 @@ class TrainedRun:
     """
 
     def __init__(self, config, policy, tokenizer, data, device: torch.device):
-        from flexrec.train_setup import make_collate
+        from flexrec.train.build import make_collate
 
         self.config, self.policy, self.tokenizer, self.data, self.device = config, policy, tokenizer, data, device
         self.collate = make_collate(config)
@@ -61,53 +45,54 @@ class TrainedRun:
         the users the trainer evaluated (the first ``eval_users`` of the split when the run set it)."""
         from flexrec.config import need_list
         from flexrec.data import NEEDS, build_examples
-        from flexrec.train import SPLITS
 
         if split == "train" and not needs and self._train_pools is not None:
             return self._train_pools
         cfg = self.config
         wanted = need_list(needs or (cfg.need if split == "train" else cfg.eval_needs or cfg.need), NEEDS)
-        pools = build_examples(self.data, wanted, split, cfg.num_candidates, cfg.seed, split_fractions=SPLITS,
+        pools = build_examples(self.data, wanted, split, cfg.num_candidates, cfg.seed,
                                max_users=(cfg.eval_users or None) if split != "train" else None)
         if split == "train" and not needs:
             self._train_pools = pools
         return pools
 
     @torch.no_grad()
-    def rank(self, examples: list, batch_size: int = 64) -> torch.Tensor:
+    def rank(self, examples: list, batch_size: int = EVAL_BATCH) -> torch.Tensor:
         """Greedy constrained rankings of ``examples`` (each with the run's K candidates). Shapes: -> (B, K)."""
+        from flexrec.eval.evaluate import PolicyRanker
+
         K = self.config.num_candidates
         wrong = [i for i, ex in enumerate(examples) if ex.K != K]
         if wrong:
             raise ValueError(f"example {wrong[0]} has {examples[wrong[0]].K} candidates; this run ranks K={K}")
-        self.policy.eval()
-        out = []
-        for start in range(0, len(examples), batch_size):
-            batch = self.collate(examples[start:start + batch_size], self.tokenizer, self.data)
-            ranked = self.policy.rank(batch.input_ids.to(self.device), batch.attention_mask.to(self.device), K,
-                                      greedy=True)
-            out.append(ranked.perm[:, 0].cpu())
+        ranker = PolicyRanker(self.policy, self.tokenizer, self.data, self.collate, self.device)
+        out = [ranker.rank(examples[start:start + batch_size]) for start in range(0, len(examples), batch_size)]
         return torch.cat(out) if out else torch.empty(0, K, dtype=torch.long)
 
 
-def load_run(run_dir: str | Path, device: str = "cpu", untrained: bool = False) -> TrainedRun:
-    """The trained policy of a run directory (its ``checkpoint.pt``), or with ``untrained`` its initial one."""
+def load_run(run_dir: str | Path, device: str = "cpu", untrained: bool = False,
+             threads: Optional[int] = None) -> TrainedRun:
+    """The trained policy of a run directory (its ``checkpoint.pt``), or with ``untrained`` its initial one.
+
+    ``threads``: torch's CPU threads, by the trainer's policy (``flexrec.config.set_threads``; default 1,
+    which ranks several times faster than torch's default on a small shared CPU).
+    """
+    from flexrec.config import data_options, set_threads
     from flexrec.data import load
-    from flexrec.train_setup import build_policy, resolve_device, world_options
+    from flexrec.train.build import build_policy, resolve_device
+    from flexrec.train.rundir import load_checkpoint, read_run_config, train_config
 
     cfg = train_config(read_run_config(run_dir))
-    path = Path(run_dir) / "checkpoint.pt"
+    set_threads(threads if threads is not None else cfg.threads)
     state: Any = None
     if not untrained:
-        if not path.is_file():
-            raise ValueError(f"{run_dir}: no checkpoint.pt (did the run finish, or save a checkpoint?)")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    run = TrainedRun(cfg, None, None, load(cfg.data, **world_options(cfg)), resolve_device(device))
+        state = load_checkpoint(run_dir, flag="load_run")
+    run = TrainedRun(cfg, None, None, load(cfg.data, **data_options(cfg)), resolve_device(device))
     run.policy, run.tokenizer = build_policy(cfg, run.data, run.examples("train"), run.device)
     if state is not None:
-        from flexrec import parallel
+        from flexrec.train import data_parallel
 
-        parallel.load_weights(state, Path(run_dir), run.policy)
+        data_parallel.load_weights(state, Path(run_dir), run.policy)
         run.checkpoint = {k: v for k, v in state.items() if k not in ("policy", "optimizer", "reference")}
     run.policy.to(run.device)
     return run

@@ -15,9 +15,10 @@ from .batch import RankingBatch, collate
 from .examples import RankingExample, build_examples, make_example
 from .needs import NEEDS, LabelContext, Need, get_need, label_context, pool_labels, register_need
 from .pools import DEFAULT_MIX, PoolTooSmallError, build_pool, split_users
-from .prompts import render_prompt
+from .prompts import compact_prompt, render_prompt
 from .synthetic import SyntheticWorld
-from .tokens import add_slot_tokens, slot_token_ids, slot_tokens, train_tiny_tokenizer
+from .slots import add_slot_tokens, slot_token_ids, slot_tokens
+from .tiny_tokenizer import train_tiny_tokenizer
 from .world import TREND_TIERS, InteractionData, SparseLabels
 
 DATASETS = ("synthetic", "ml-100k", "ml-1m", "kuairec")
@@ -48,5 +49,5 @@ __all__ = [
     "DATASETS", "DEFAULT_MIX", "NEEDS", "InteractionData", "LabelContext", "Need", "PoolTooSmallError",
     "RankingBatch", "RankingExample", "SparseLabels", "SyntheticWorld", "TREND_TIERS", "add_slot_tokens", "build_examples",
     "build_pool", "collate", "get_need", "label_context", "load", "make_example", "pool_labels", "register_need",
-    "render_prompt", "slot_token_ids", "slot_tokens", "split_users", "train_tiny_tokenizer",
+    "compact_prompt", "render_prompt", "slot_token_ids", "slot_tokens", "split_users", "train_tiny_tokenizer",
 ]

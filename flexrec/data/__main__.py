@@ -13,7 +13,8 @@ import numpy as np
 
 from . import DATASETS, NEEDS, build_examples, load
 from .prompts import count_tokens, render_prompt
-from .tokens import add_slot_tokens, default_corpus, train_tiny_tokenizer
+from .slots import add_slot_tokens
+from .tiny_tokenizer import default_corpus, train_tiny_tokenizer
 
 
 def main(argv: list[str] | None = None) -> None:

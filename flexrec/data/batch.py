@@ -10,7 +10,7 @@ import torch
 
 from .examples import RankingExample
 from .prompts import render_prompt
-from .tokens import slot_token_ids
+from .slots import slot_token_ids
 from .world import InteractionData
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flexrec.config import USER_SPLITS
+
 from .needs import NEEDS, get_need, pool_labels
 from .pools import PoolTooSmallError, build_pool, pool_rng, split_users
 from .world import InteractionData
@@ -72,7 +74,7 @@ def make_example(data: InteractionData, user: int, need: str, K: int = 30, seed:
 
 def build_examples(data: InteractionData, needs: list[str] | None = None, split: str = "train",
                    K: int = 30, seed: int = 0, heldout_instructions: bool = False,
-                   split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                   split_fractions: tuple[float, float, float] = USER_SPLITS,
                    max_users: int | None = None, keep_empty_history: bool = False,
                    **pool_options) -> list[RankingExample]:
     """Examples for every user of `split` ("train" | "val" | "test" | "all") and every need.

@@ -20,6 +20,8 @@ import zlib
 
 import numpy as np
 
+from flexrec.config import USER_SPLITS
+
 from .needs import get_need, pool_labels
 from .world import InteractionData
 
@@ -107,7 +109,7 @@ def build_pool(data: InteractionData, user: int, need: str, K: int = 30, seed: i
     return rng.permutation(np.asarray(chosen, np.int64))
 
 
-def split_users(data: InteractionData, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+def split_users(data: InteractionData, fractions: tuple[float, float, float] = USER_SPLITS,
                 seed: int = 0) -> dict[str, np.ndarray]:
     """Users into "train" / "val" / "test" by a seeded permutation. Shapes: each (n_split,) sorted."""
     if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):

@@ -1,5 +1,10 @@
 """Prompts: need instruction + recent history + candidates named by slot tokens.
 
+Two renderings of one `RankingExample`:
+- the full chat prompt (`render_prompt`), for pretrained LLMs;
+- the compact prompt (`compact_prompt`), for the tiny randomly initialised model, which cannot learn to
+  read the full prompt within a CPU budget (measured: docs/DESIGN.md, "Compact prompts").
+
 Each candidate line ends with the item's short-term popularity tier at the user's cutoff ("- hot
 lately", ``InteractionData.trend_tiers``), the signal the trend need depends on; ``trend=False``
 leaves it out.
@@ -12,8 +17,10 @@ fit, that is an error: raise the budget or lower K).
 
 from __future__ import annotations
 
+import numpy as np
+
 from .examples import RankingExample
-from .tokens import slot_tokens
+from .slots import slot_tokens
 from .world import TREND_TIERS, InteractionData
 
 SYSTEM_PROMPT = ("You are a recommender. Rank every candidate for the user's stated need, best first, "
@@ -79,3 +86,32 @@ def render_prompt(example: RankingExample, data: InteractionData, tokenizer, max
         else:
             hi = mid - 1
     return format_prompt(example, data, tokenizer, lo, trend)
+
+
+# (ours) The compact prompt keeps everything a need depends on within each candidate's own line, and
+# ends with the need as a tag token; the measurements behind this form: docs/DESIGN.md, "Compact prompts".
+def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
+    """Shapes: one RankingExample -> one string ending where the first slot token is due.
+
+    The whole history is summarised per topic (so no ``max_history``). ``trend``: show each
+    candidate's short-term popularity tier at the user's cutoff (``InteractionData.trend_tiers``).
+    """
+    tiers = data.trend_tiers(example.user) if trend else None
+    h_items, h_fb, _ = data.history(example.user)
+    h_topics = data.item_topics[h_items].astype(np.float32)  # (h, T)
+    count = h_topics.sum(0)
+    mean = (h_topics * data.normalized_interest(h_fb)[:, None]).sum(0) / np.maximum(count, 1.0)
+
+    def line(k: int, item: int) -> str:
+        topics = np.flatnonzero(data.item_topics[item])
+        seen = count[topics].sum() > 0
+        rating = f"{float(mean[topics][count[topics] > 0].mean()) * 4 + 1:.0f}" if seen else "-"
+        names = " ".join(data.topic_names[t] for t in topics)
+        tier = f" {TREND_TIERS[tiers[item]]}" if trend else ""
+        return f"{names}{tier} {'seen' if seen else 'new'} {rating}<c{k}>"
+
+    # The instruction comes last, closed by the need's name as one tag token ("need: trend_promotion"),
+    # so the answer position holds the need itself. Without the tag (the paraphrase alone, first or
+    # last) the tiny model learned single needs within 200 steps but not to tell the three apart.
+    return "\n".join([line(k, int(item)) for k, item in enumerate(example.items)]
+                     + [f"{example.instruction} <need:{example.need}>"])

@@ -38,18 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_sets(items: list[str]) -> dict:
-    from flexrec.config import TrainConfig, _field_type
+    """``--set FIELD=VALUE`` items as typed TrainConfig settings (flexrec.config.from_values checks them)."""
+    from flexrec.config import ConfigError, from_values
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    out = {}
+    values = {}
     for item in items:
-        key, _, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if key not in fields:
-            raise SystemExit(f"--set {item}: unknown TrainConfig field {key!r}")
-        t = _field_type(fields[key])
-        out[key] = value.lower() in ("1", "true", "yes") if t is bool else t(value)
-    return out
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE, e.g. --set rl_steps=100")
+        values[key.strip()] = value.strip()
+    try:
+        return from_values(values, "--set")
+    except ConfigError as err:
+        raise SystemExit("\n".join(err.problems)) from None
 
 
 def main(argv: Optional[list[str]] = None) -> int:

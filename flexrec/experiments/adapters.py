@@ -1,8 +1,7 @@
 """(Adapter, ours) The thin layer between the trainer (`flexrec.train`) and the experiments.
 
 `train_run` trains a config unless an identical finished run is already there; a finished run is
-ranked with through `flexrec.load_run`. `eval_spec` is the `flexrec.eval.DataSpec` of a run's own
-data and splits. `fork_run` continues a finished SFT-only run with different RL settings (reward form, steps) through
+ranked with through `flexrec.load_run`. `fork_run` continues a finished SFT-only run with different RL settings (reward form, steps) through
 the trainer's own `--resume`, so that methods sharing a warm start do not each repeat it.
 """
 
@@ -18,26 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from flexrec.runs import read_run_config
-
-
-def extra_load_options(cfg) -> dict:
-    """Options the trainer passes to `flexrec.data.load` beyond those `DataSpec` names (e.g. taste_scale)."""
-    from flexrec.train_setup import world_options
-
-    named = {"seed", "n_users", "n_items", "n_topics", "observe_fraction", "path"}
-    return {k: v for k, v in world_options(cfg).items() if k not in named}
-
-
-def eval_spec(cfg, split: str = "test", heldout_instructions: bool = False, needs: Optional[str] = None):
-    """The `flexrec.eval.DataSpec` of a run: same data, seed, K, splits; every test user by default."""
-    from flexrec.eval import DataSpec
-    from flexrec.train import SPLITS
-
-    return DataSpec(data=cfg.data, seed=cfg.seed, num_candidates=cfg.num_candidates, world_users=cfg.world_users,
-                    world_items=cfg.world_items, world_topics=cfg.world_topics, observe_fraction=cfg.observe_fraction,
-                    needs=needs or cfg.eval_needs or cfg.need, split=split, split_fractions=tuple(SPLITS),
-                    heldout_instructions=heldout_instructions, options=extra_load_options(cfg))
+from flexrec.train.rundir import read_run_config
 
 
 def run_finished(run_dir: Path, cfg) -> bool:
@@ -49,14 +29,14 @@ def run_finished(run_dir: Path, cfg) -> bool:
     saved, want = read_run_config(run_dir), to_dict(cfg)
     # Strict: a setting the saved run lacks was added to the trainer later, and its default need not
     # be what the old trainer did (e.g. `prompt`), so such a run is trained again. Settings the run
-    # never read (the RL settings of an SFT-only run, `config.unused_settings`) need not match.
+    # never read (the RL settings of an SFT-only run, `flexrec.config.unused_settings`) need not match.
     missing, skip = object(), {"out", "resume", "progress"} | unused_settings(cfg)
     return all(saved.get(k, missing) == v for k, v in want.items() if k not in skip)
 
 
 def train_run(cfg) -> Path:
     """Run `flexrec.train.train(cfg)` unless an identical finished run is already in `cfg.out`."""
-    from flexrec.train import train
+    from flexrec.train.loop import train
 
     out = Path(cfg.out)
     if not run_finished(out, cfg):
@@ -83,7 +63,7 @@ def fork_run(sft_run: Path, cfg) -> Path:
     run only in RL settings (the data, model, imputer and SFT steps must match).
     """
     from flexrec.config import to_dict
-    from flexrec.train import train
+    from flexrec.train.loop import train
 
     out = Path(cfg.out)
     if run_finished(out, cfg):

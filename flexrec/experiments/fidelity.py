@@ -56,7 +56,7 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
     """
     from flexrec import rl
     from flexrec.runs import load_run
-    from flexrec.train import REWARD_MODES
+    from flexrec.config import REWARD_MODES
     from flexrec.ops import swap_reward, swap_reward_var
 
     run = Path(sft_run)
@@ -135,12 +135,19 @@ def fidelity_section(sft_runs: list[Path], eps: Iterable[float]) -> tuple[list[s
     return lines, {"per_seed": per_seed, "runs": [str(r) for r in sft_runs]}
 
 
-if __name__ == "__main__":  # python -m flexrec.experiments.fidelity RUN_DIR [EPS ...]
-    import sys
+def main(argv: Optional[list[str]] = None) -> int:
+    import argparse
 
-    args = sys.argv[1:]
-    if not args or args[0] in ("-h", "--help"):
-        print("usage: python -m flexrec.experiments.fidelity SFT_RUN_DIR [EPS ...]")
-        sys.exit(0 if args else 2)
-    result = advantage_fidelity(args[0], [float(a) for a in args[1:]] or (0.1, 1.0, 10.0))
-    print(json.dumps(result, indent=2))
+    p = argparse.ArgumentParser(prog="python -m flexrec.experiments.fidelity",
+                                description="How close a run's (uncertainty-scaled) RL advantages are to the "
+                                            "true labels' advantages; prints JSON.")
+    p.add_argument("run", help="a finished run directory (normally SFT only: the policy RL starts from)")
+    p.add_argument("eps", nargs="*", type=float, default=[0.1, 1.0, 10.0], help="unc_eps values to compare")
+    p.add_argument("--prompts", type=int, default=512, help="training prompts to sample rankings for")
+    args = p.parse_args(argv)
+    print(json.dumps(advantage_fidelity(args.run, args.eps, prompts=args.prompts), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

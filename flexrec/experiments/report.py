@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flexrec.eval import METRICS
+from flexrec.eval.evaluate import METRICS
 from flexrec.experiments.runner import Experiment, paired_delta
+from flexrec.train.report import pyplot
+from flexrec.train.rundir import code_version, describe_code
 
 NAMES = {"ndcg@5": "NDCG@5", "ndcg@10": "NDCG@10", "ndcg@30": "NDCG@30", "recall@5": "Recall@5", "mrr@5": "MRR@5"}
 
@@ -20,21 +22,6 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores{gpu}, torch {torch.__version__}"
-
-
-def code_version() -> str:
-    """The git commit of the checkout, with "+ uncommitted changes" when the tree is dirty."""
-    import subprocess
-
-    try:
-        root = Path(__file__).resolve().parents[2]
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return f"commit {head}" + (" + uncommitted changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
 
 
 def _slug(text: str) -> str:
@@ -57,7 +44,7 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
              f"- settings: `{json.dumps(base, sort_keys=True)}`",
              f"- machine: {machine()}; {out.get('runs', 0)} training runs took {out.get('train_seconds', 0) / 60:.1f} min "
              f"when they ran; this report's call took {out['seconds'] / 60:.1f} min (finished runs are reused)",
-             f"- code: {out.get('code') or code_version()} (when the experiment started)",
+             f"- code: {out.get('code') or describe_code(code_version())} (when the experiment started)",
              f"- every number is the mean over {_USERS[out.get('split', 'test')]} (pooled over seeds) on the TRUE labels, with a 95% "
              "bootstrap interval over users stratified by seed; `seed sd` is the standard deviation of the "
              "per-seed NDCG@5 means.",
@@ -97,7 +84,7 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
     md.write_text("\n".join(lines) + "\n")
     (out_dir / f"{exp.name}.json").write_text(json.dumps(
         {"experiment": exp.name, "command": command, "size": size, "seeds": seeds, "settings": base,
-         "machine": machine(), "code": out.get("code") or code_version(), "seconds": out["seconds"],
+         "machine": machine(), "code": out.get("code") or describe_code(code_version()), "seconds": out["seconds"],
          "train_seconds": out.get("train_seconds"),
          "results": summary}, indent=1, default=str) + "\n")
     return md
@@ -164,18 +151,9 @@ def _against_paper(exp: Experiment, by_method: dict, needs: list[str], n_boot: i
     return lines
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _bars(by_method: dict, needs: list[str], title: str, path: Path) -> None:
     """Grouped bars of NDCG@5 per need and method, with the 95% intervals as error bars."""
-    plt = _plt()
+    plt = pyplot()
     methods = list(by_method)
     fig, ax = plt.subplots(figsize=(min(9.0, max(5.0, 0.25 * len(needs) * len(methods))) + 2.0, 3.2), dpi=80)
     width = 0.8 / len(methods)
@@ -195,7 +173,7 @@ def _bars(by_method: dict, needs: list[str], title: str, path: Path) -> None:
 
 def _stability(exp: Experiment, curves: dict, out_dir: Path, summary: dict) -> list[str]:
     """Reward curves across seeds, and their spread: the training-stability part of reward-source."""
-    plt = _plt()
+    plt = pyplot()
     lines = ["## Training stability", "",
              "Sequence NDCG@5 of the RL rollouts under the filled labels (`rl/reward` in metrics.jsonl), "
              "per step. `across-seed sd` is the standard deviation across seeds at each step, averaged over "

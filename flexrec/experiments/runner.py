@@ -24,7 +24,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from flexrec.eval import METRICS, Interval, bootstrap_ci, load_examples, per_user_values, rank_all
+from flexrec.eval.evaluate import METRICS, load_examples, per_user_values, rank_all, run_spec
+from flexrec.eval.stats import Interval, bootstrap_ci
 
 
 @dataclass
@@ -190,9 +191,9 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
     base = dict(SIZES[size], model=model, data=data, device=device, progress=False, **(extra or {}))
     cells = {s.label: {e.label: {m.label: Cell() for m in exp.methods} for e in exp.evaluations} for s in exp.settings}
     curves = {s.label: {m.label: [] for m in exp.methods if m.kind == "rl"} for s in exp.settings}
-    from flexrec.experiments.report import code_version
+    from flexrec.train.rundir import code_version, describe_code
 
-    start, runs, code = time.time(), [], code_version()  # the code that trains, read before anything runs
+    start, runs, code = time.time(), [], describe_code(code_version())  # the code that trains, read before anything runs
     critic_sft: dict[str, list[Path]] = {s.label: [] for s in exp.settings}  # each seed's SFT run on the critic fill
     for seed in range(seeds):
         for setting in exp.settings:
@@ -201,7 +202,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
             cfg0 = train_cfg(common, dict(rl_steps=0))
             examples = {}
             for ev in exp.evaluations:
-                spec = adapters.eval_spec(cfg0, split, ev.heldout_instructions, needs=setting.eval_needs)
+                spec = run_spec(cfg0, split, ev.heldout_instructions, needs=setting.eval_needs)
                 world, examples[ev.label], train_users = load_examples(spec)
             sft_runs: dict[str, Path] = {}
 

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
-from flexrec.data.tokens import add_slot_tokens
+from flexrec.data.slots import add_slot_tokens
 from flexrec.models.policy import RankingPolicy, Rollout, left_pad
 from flexrec.models.presets import PRESETS, build_smollm2, build_tiny, check_model_spec, load_pretrained
 

@@ -88,7 +88,7 @@ class RankingPolicy(nn.Module):
         """``policy("logprobs", ...)`` or ``policy("rank", ...)``: the call that DDP and FSDP wrap.
 
         Their hooks run on ``forward`` only (DDP's gradient all-reduce, FSDP's parameter
-        all-gather), so a wrapped policy is called this way (``flexrec.parallel``).
+        all-gather), so a wrapped policy is called this way (``flexrec.train.data_parallel``).
         """
         if method not in ("logprobs", "rank"):
             raise ValueError(f"RankingPolicy({method!r}, ...): expected 'logprobs' or 'rank'")
@@ -141,7 +141,7 @@ class RankingPolicy(nn.Module):
         draws from softmax(logits / temperature) over the remaining pool. ``noise_rows`` =
         (offset, total): each step draws the noise of ``total`` rows and uses rows offset ..
         offset + B*G, so that a rank holding a slice of a global batch samples what one process
-        with the whole batch would (``flexrec.distributed.noise_rows``); None draws B*G rows.
+        with the whole batch would (``flexrec.train.distributed.noise_rows``); None draws B*G rows.
 
         Shapes: input_ids (B, T), attention_mask (B, T) -> Rollout with perm, logprob (B, G, K).
         """

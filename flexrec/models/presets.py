@@ -21,15 +21,19 @@ from typing import Any, Optional
 
 import torch
 
+from flexrec.config import TrainConfig
+
 PRESETS = ("tiny", "smollm2-135m")
 
 DEFAULT_CACHE = Path(os.environ.get("FLEXREC_CACHE", Path.home() / ".cache" / "flexrec"))
 
-# The default tiny model (ours): small enough that the default run stays under 10 minutes on 2 cores.
+# The default tiny model (ours): small enough that the default run takes minutes on 2 cores. Its width and
+# depth are TrainConfig's tiny_hidden and tiny_layers (one definition; the trainer passes the run's values).
+_SIZES = TrainConfig()
 TINY_CONFIG: dict[str, Any] = dict(
-    hidden_size=64,
-    intermediate_size=192,
-    num_hidden_layers=3,
+    hidden_size=_SIZES.tiny_hidden,
+    intermediate_size=3 * _SIZES.tiny_hidden,
+    num_hidden_layers=_SIZES.tiny_layers,
     num_attention_heads=4,
     num_key_value_heads=4,  # no GQA: the last layer's value/output maps start as the identity (below)
     max_position_embeddings=4096,

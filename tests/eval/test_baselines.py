@@ -6,7 +6,7 @@ import torch
 
 from flexrec.baselines import BASELINES, make_baseline, training_interactions
 from flexrec.data import SyntheticWorld, build_examples, split_users
-from flexrec.metrics import ndcg_at_k
+from flexrec.eval.metrics import ndcg_at_k
 
 FAST = {"bpr": {"epochs": 30}, "sasrec": {"epochs": 20}}
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from flexrec import eval as ev
+from flexrec.eval.__main__ import main as eval_cli
 
 
 def py_recall(perm, rel, k, thr):
@@ -118,7 +119,7 @@ def test_evaluate_ideal_ranking_scores_one_and_mean_row(world):
 
 def test_eval_cli_end_to_end_on_a_baseline(tmp_path, capsys):
     out = tmp_path / "eval.json"
-    report = ev.main(["--baseline", "popularity", "--world-users", "60", "--world-items", "80",
+    report = eval_cli(["--baseline", "popularity", "--world-users", "60", "--world-items", "80",
                       "--n-boot", "50", "--json", str(out)])
     printed = capsys.readouterr().out
     assert "popularity on synthetic" in printed and "trend_promotion" in printed
@@ -132,7 +133,7 @@ def test_eval_cli_end_to_end_on_a_baseline(tmp_path, capsys):
 
 def test_eval_cli_on_movielens_100k(capsys):
     pytest.importorskip("recbole", reason="ML-100K is read from the recbole==1.2.1 wheel")
-    report = ev.main(["--baseline", "item-knn", "--data", "ml-100k", "--max-users", "12", "--n-boot", "20"])
+    report = eval_cli(["--baseline", "item-knn", "--data", "ml-100k", "--max-users", "12", "--n-boot", "20"])
     assert "item-knn on ml-100k" in capsys.readouterr().out
     row = report["results"]["maximize_interest"]["ndcg@5"]
     assert row["n"] > 0 and 0.0 <= row["lo"] <= row["mean"] <= row["hi"] <= 1.0

@@ -9,7 +9,7 @@ from flexrec.config import IMPUTERS, REWARD_MODES
 from flexrec.eval import DataSpec
 from flexrec.experiments import EXPERIMENTS, Experiment, Method, Setting
 from flexrec.experiments.__main__ import parse_sets
-from flexrec.runs import read_run_config, train_config
+from flexrec.train.rundir import read_run_config, train_config
 
 
 def test_every_experiment_is_well_formed():
@@ -36,9 +36,9 @@ def test_uncertainty_strength_sweeps_eps_on_validation_users():
 
 
 def test_eval_uses_the_trainers_splits():
-    SPLITS = pytest.importorskip("flexrec.train").SPLITS
+    from flexrec.config import USER_SPLITS
 
-    assert tuple(DataSpec().split_fractions) == tuple(SPLITS)
+    assert tuple(DataSpec().split_fractions) == tuple(USER_SPLITS)
 
 
 def test_unknown_setting_is_refused_with_the_known_ones():
@@ -50,18 +50,19 @@ def test_unknown_setting_is_refused_with_the_known_ones():
 
 def test_parse_sets():
     assert parse_sets(["rl_steps=7", "trend-tags=false", "lr=0.5"]) == {"rl_steps": 7, "trend_tags": False, "lr": 0.5}
-    with pytest.raises(SystemExit, match="unknown TrainConfig field"):
+    with pytest.raises(SystemExit, match="unknown setting 'nope'"):
         parse_sets(["nope=1"])
+    with pytest.raises(SystemExit, match="rl_steps = '1.5': expected an integer"):
+        parse_sets(["rl_steps=1.5"])
 
 
 @pytest.mark.slow
 def test_smoke_experiment_end_to_end(tmp_path, capsys):
     """~30 s on a shared 2-core CPU: 1 seed, SFT + two RL forks + a from-scratch twin, on a 60-user world."""
-    pytest.importorskip("flexrec.train")
     from flexrec.experiments import adapters
     from flexrec.experiments.report import write_report
     from flexrec.experiments.runner import SIZES, run_experiment, train_cfg
-    from flexrec import eval as ev
+    from flexrec.eval.__main__ import main as eval_cli
 
     exp = Experiment(
         "smoke", "Smoke", "A tiny run of every kind of method.", [Setting("all needs", {"need": "all"})],
@@ -93,7 +94,7 @@ def test_smoke_experiment_end_to_end(tmp_path, capsys):
     assert json.loads((twin / "results.json").read_text())["rl"] == trainer["rl"]
 
     # python -m flexrec.eval --checkpoint on the same run prints the same numbers.
-    report = ev.main(["--checkpoint", str(run), "--n-boot", "50"])
+    report = eval_cli(["--checkpoint", str(run), "--n-boot", "50"])
     for need, r in trainer["rl"].items():
         assert report["results"][need]["ndcg@5"]["mean"] == pytest.approx(r["ndcg@5"], abs=1e-9)
     assert "FlexRec" not in capsys.readouterr().out  # the CLI names the checkpoint, not a label
@@ -105,7 +106,6 @@ def test_smoke_experiment_end_to_end(tmp_path, capsys):
 @pytest.mark.slow
 def test_validation_split_and_advantage_fidelity(tmp_path):
     """A setting is chosen on validation users: none of them is a test user, and the report says which."""
-    pytest.importorskip("flexrec.train")
     import torch
 
     from flexrec.experiments import adapters
@@ -121,11 +121,11 @@ def test_validation_split_and_advantage_fidelity(tmp_path):
     test = run_experiment(exp, "smoke", seeds=1, split="test", **kw)  # the same runs, reused, on test users
     assert val["split"] == "val" and test["split"] == "test" and test["runs"] == 2
     cfg = train_config(read_run_config(tmp_path / "runs/pick/all_needs/seed0/sft-critic"))
-    from flexrec.eval import load_examples
+    from flexrec.eval import load_examples, run_spec
 
     users = {}
     for split, out in (("val", val), ("test", test)):
-        examples = load_examples(adapters.eval_spec(cfg, split))[1]
+        examples = load_examples(run_spec(cfg, split))[1]
         users[split] = {ex.user for ex in examples}
         cell = out["cells"]["all needs"]["training paraphrases"]["SFT"]
         for need in {ex.need for ex in examples}:
@@ -150,12 +150,11 @@ def test_validation_split_and_advantage_fidelity(tmp_path):
         (exact / name).write_text((sft / name).read_text())
     cfg = train_config(read_run_config(sft))
     from flexrec.config import need_list
+    from flexrec.config import data_options
     from flexrec.data import NEEDS, build_examples, load
-    from flexrec.train import SPLITS
-    from flexrec.train_setup import world_options
 
-    train_ex = build_examples(load(cfg.data, **world_options(cfg)), need_list(cfg.need, NEEDS), "train",
-                              cfg.num_candidates, cfg.seed, split_fractions=SPLITS)
+    train_ex = build_examples(load(cfg.data, **data_options(cfg)), need_list(cfg.need, NEEDS), "train",
+                              cfg.num_candidates, cfg.seed)
     state["gains"] = torch.from_numpy(np.stack([e.true_labels for e in train_ex])).to(state["gains"].dtype)
     torch.save(state, exact / "checkpoint.pt")
     assert advantage_fidelity(exact, eps=(), prompts=32)["cosine"][NO_SCALING] == pytest.approx(1.0, abs=1e-5)

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,8 @@ import torch
 import torch.distributed as dist
 
 from flexrec.config import TrainConfig, to_dict
-from flexrec.runlog import load_checkpoint
 from flexrec.train import train
+from flexrec.train.rundir import load_checkpoint
 
 pytestmark = [
     pytest.mark.slow,
@@ -159,11 +158,10 @@ def test_fsdp_bf16_mixed_precision_keeps_float32_weights(tmp_path, one_process):
 
 
 def test_failing_rank_fails_the_job_with_its_error(tmp_path):
-    start = time.time()
+    # rank 0 waits in the next step's all-reduce until torchrun stops it (a hang would hit _torchrun's timeout)
     out = _torchrun(tmp_path, ["--config", _write_config(tmp_path, _config(tmp_path, sft_steps=3, rl_steps=0))],
                     FLEXREC_TEST_FAIL="1:1")
     assert out.returncode != 0
-    assert time.time() - start < 120  # rank 0 waits in the next step's all-reduce until torchrun stops it
     root_cause = out.stderr.split("Root Cause")[-1]  # torchrun's summary names the first failing rank
     assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", root_cause), out.stderr[-2000:]
     assert "RuntimeError: injected failure on rank 1 after step 1" in root_cause  # with its traceback (@record)

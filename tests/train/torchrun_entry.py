@@ -9,7 +9,7 @@ The hooks live here, not in the package: they only wrap ``train``'s ``on_step`` 
 import os
 import sys
 
-from flexrec import train as trainer
+from flexrec.train import __main__ as trainer
 
 
 def on_step(step: int) -> None:

@@ -3,15 +3,14 @@
     torchrun --standalone --nproc_per_node 8 -m flexrec.train ...
 
 A process started without torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) is a world
-of one: every helper here is then the identity and no collective runs, so ``python -m flexrec.train``
-behaves exactly as it did before this module existed.
+of one: every helper here is then the identity, and ``python -m flexrec.train`` runs no collective.
 
 Under torchrun the batch settings (``--prompts-per-step``, ``--batch-size``) stay *global*: every rank
 draws the same global batch from the same seeded stream and keeps its contiguous share (``shard``),
 so a group's G rollouts live on one rank, and N ranks with per-rank batch b take the same steps as one
 process with batch N*b. What is batch-wide (uncertainty-weight normalisation, logged means,
 evaluation) is reduced over ranks here. How the model is wrapped (DDP or FSDP2) is in
-``flexrec.parallel``.
+``flexrec.train.data_parallel``.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from flexrec.train_setup import resolve_device
+from flexrec.train.build import resolve_device
 
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 _comm_device = torch.device("cpu")  # where collective tensors live: cpu for gloo, this rank's GPU for nccl

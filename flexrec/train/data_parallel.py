@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from flexrec import distributed
+from flexrec.train import distributed
 from flexrec.config import TrainConfig
 from flexrec.models import RankingPolicy
 

@@ -1,4 +1,4 @@
-"""flexrec.metrics against a plain-Python implementation on random inputs."""
+"""flexrec.eval.metrics against a plain-Python implementation on random inputs."""
 
 import math
 import random
@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from flexrec import metrics
+from flexrec.eval import metrics
 
 
 def py_ndcg(perm, rel, k, gain):

@@ -1,4 +1,8 @@
-"""The small decisions ``flexrec.train`` makes before training: device, dataset options, tokenizer."""
+"""Everything built from a config: the device, the prompt renderer, the tokenizer and the policy.
+
+The trainer, ``flexrec.load_run``, the peer benchmarks and the tests build through these functions, so a
+reloaded run has exactly the trainer's model, vocabulary and prompts.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,9 @@ from typing import Any, Callable
 import torch
 
 from flexrec.config import TrainConfig
-from flexrec.data import NEEDS, RankingBatch, RankingExample, collate, train_tiny_tokenizer
+from flexrec.data import NEEDS, InteractionData, RankingBatch, RankingExample, collate, compact_prompt
 from flexrec.data.prompts import format_prompt
-from flexrec.data.tokens import default_corpus
-from flexrec.data.world import InteractionData
-from flexrec.prompt_adapter import compact_collate, compact_prompt
+from flexrec.data.tiny_tokenizer import default_corpus, train_tiny_tokenizer
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -23,15 +25,6 @@ def resolve_device(spec: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {spec}: this torch has no CUDA device; use --device cpu")
     return device
-
-
-def world_options(cfg: TrainConfig) -> dict[str, Any]:
-    """Keyword options of ``flexrec.data.load`` for this config (the synthetic world's size)."""
-    if cfg.data == "synthetic":
-        return dict(seed=cfg.seed, n_users=cfg.world_users, n_items=cfg.world_items, n_topics=cfg.world_topics,
-                    taste_scale=cfg.world_taste_scale,
-                    observe_fraction=cfg.observe_fraction)
-    return dict(path=cfg.data_path or None, observe_fraction=cfg.observe_fraction, seed=cfg.seed)
 
 
 def tiny_overrides(cfg: TrainConfig) -> dict[str, Any]:
@@ -45,7 +38,8 @@ def use_compact_prompts(cfg: TrainConfig) -> bool:
 def make_collate(cfg: TrainConfig) -> Callable[..., RankingBatch]:
     """collate(examples, tokenizer, data) -> RankingBatch, with the prompts this config asks for."""
     if use_compact_prompts(cfg):
-        return lambda examples, tok, data: compact_collate(examples, tok, data, cfg.trend_tags)
+        return lambda examples, tok, data: collate(examples, tok, data,
+                                                   render=lambda e: compact_prompt(e, data, cfg.trend_tags))
     return lambda examples, tok, data: collate(examples, tok, data, max_history=cfg.history_max, trend=cfg.trend_tags)
 
 
@@ -80,3 +74,12 @@ def build_policy(cfg: TrainConfig, data: InteractionData, train_examples: list[R
                        cfg.lora_rank, cfg.gradient_checkpointing, cfg.seed,
                        Path(cfg.cache_dir) if cfg.cache_dir else None, tiny_overrides=tiny_overrides(cfg))
 
+
+
+def ops_backends(device_type: str) -> dict[str, str]:
+    """The implementation each op runs on ``device_type`` ("c", "cuda", "triton" or "ref"), as chosen at
+    import; printed with the run's config and saved in it, so a fallback to the reference is seen."""
+    import flexrec.ops  # noqa: F401  (registers every op, which makes the choice)
+    from flexrec import backend
+
+    return {op: b for (op, dev), b in sorted(backend.CHOICES.items()) if dev == device_type}

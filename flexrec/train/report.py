@@ -1,4 +1,7 @@
-"""The final report of a run: the results table and PNG training curves, written to ``report.md``."""
+"""The final report of a run: the results table and PNG training curves, written to ``report.md``.
+
+``pyplot()`` is the one matplotlib setup (headless) that this report and the experiments' reports use.
+"""
 
 from __future__ import annotations
 
@@ -20,22 +23,35 @@ def results_table(results: dict[str, dict[str, dict[str, float]]], k: int = 5) -
     return "\n".join(lines)
 
 
-def _plot(rows: list[dict[str, Any]], keys: list[str], title: str, path: Path) -> bool:
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (reports are written on servers without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_curves(rows: list[dict[str, Any]], keys: list[tuple[str, str]], title: str, path: Path,
+                sft_steps: int) -> list[str]:
+    """One PNG of the logged ``keys`` ((metric, legend label) pairs) against the step; a dashed line marks
+    where SFT ends and RL begins when the run has both. Returns the curves' labels ([] if nothing was logged)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    drawn = False
-    for key in keys:
+    drawn = []
+    for key, label in keys:
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
-            ax.plot(*zip(*pts), label=key.split("/")[-1] if len(keys) > 1 else None)
-            drawn = True
+            ax.plot(*zip(*pts), label=label if len(keys) > 1 else None)
+            drawn.append(label)
+    steps = [r["step"] for r in rows]
+    if drawn and sft_steps and steps and min(steps) < sft_steps < max(steps):
+        ax.axvline(sft_steps, color="grey", ls="--", lw=0.8, label="SFT | RL")
+        drawn.append("SFT | RL")
     ax.set_title(title)
     ax.set_xlabel("step")
-    if len(keys) > 1 and drawn:
+    if drawn and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -49,13 +65,16 @@ def write_report(run_dir: Path, config: dict[str, Any], results: dict, rows: lis
     run_dir = Path(run_dir)
     eval_keys = sorted({k for r in rows for k in r if k.startswith("val_ndcg@5/")})
     plots = [
-        ("reward.png", ["rl/reward"], "rollout reward (mean NDCG of sampled lists)"),
-        ("ndcg.png", eval_keys, "validation NDCG@5 per need"),
-        ("kl.png", ["rl/kl"], "KL to the reference (k3)"),
-        ("entropy.png", ["rl/entropy"], "entropy of the step distributions"),
-        ("loss.png", ["sft/loss", "rl/loss"], "loss"),
+        ("reward.png", [("rl/reward", "RL")], "rollout reward (mean NDCG of sampled lists)"),
+        ("ndcg.png", [(k, k.split("/")[-1]) for k in eval_keys], "validation NDCG@5 per need"),
+        ("kl.png", [("rl/kl", "RL")], "KL to the reference (k3)"),
+        ("entropy.png", [("sft/entropy", "SFT"), ("rl/entropy", "RL")], "entropy of the step distributions"),
+        ("loss.png", [("sft/loss", "SFT loss (NLL of the target ranking)"), ("rl/loss", "RL loss (PPO-clip)")],
+         "training loss"),
     ]
-    images = [f"![{title}]({name})" for name, keys, title in plots if _plot(rows, keys, title, run_dir / name)]
+    sft_steps = int(config.get("sft_steps", 0))
+    images = [f"![{title}]({name})" for name, keys, title in plots
+              if plot_curves(rows, keys, title, run_dir / name, sft_steps)]
     text = [
         "# flexrec run report",
         "",

@@ -1,0 +1,96 @@
+"""One training step of each stage: SFT (teacher-forced NLL of the filled-label ranking) and RL (uncertainty-
+aware GRPO with item-level rewards), and how a step's batch is drawn. The math is in ``flexrec.rl``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from flexrec import rl
+from flexrec.config import REWARD_MODES, TrainConfig, need_weight_items
+from flexrec.ops import swap_reward, swap_reward_var
+from flexrec.train import distributed
+
+
+def sft_step(policy, optimizer, batch, gains: torch.Tensor, cfg: TrainConfig) -> dict:
+    """Teacher-forced NLL of the ranking by the filled labels (ties broken by slot order)."""
+    K = gains.shape[1]
+    target = torch.argsort(-gains, dim=-1, stable=True)[:, None]  # (B, 1, K)
+    logprob, entropy = policy.logprobs(batch.input_ids, batch.attention_mask, target, cfg.temperature)
+    n = min(cfg.sft_positions or K - 1, K - 1)  # the last step is forced (one candidate left)
+    loss = rl.sft_loss(logprob[:, 0, :n])
+    optimizer_step(policy, optimizer, loss, cfg)
+    return {"sft/loss": float(loss.detach()), "sft/entropy": float(entropy[:, 0, :-1].detach().mean())}
+
+
+def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConfig, gen) -> dict:
+    """One GRPO step: G rollouts per prompt -> item rewards -> advantages -> PPO-clip update.
+
+    Shapes inside: P prompts, G lists, K candidates; gains, gain_var (P, K) by candidate.
+    """
+    P, K, G = gains.shape[0], gains.shape[1], cfg.group_size
+    mode, use_uncertainty = REWARD_MODES[cfg.reward_mode]
+    policy.eval()
+    rollout = policy.rank(batch.input_ids, batch.attention_mask, K, G, temperature=cfg.temperature, generator=gen,
+                          noise_rows=distributed.noise_rows(P * G))  # under torchrun: this rank's rows of the noise
+    policy.train()
+    perm = rollout.perm  # (P, G, K)
+    ranked_gains, ranked_var = rl.in_rank_order(gains, perm), rl.in_rank_order(gain_var, perm)
+    rewards = swap_reward(ranked_gains, cfg.ndcg_cutoff, mode).view(P, G, K)
+    advantages = rl.group_item_advantages(rewards, cfg.adv_delta, per_rank=cfg.adv_baseline == "rank")
+    decisions = torch.arange(K, device=perm.device) < K - 1  # the last slot is forced
+    mask = decisions.expand(P, G, K)
+    if use_uncertainty:
+        reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
+        over_ranks = distributed.sum_over_ranks if distributed.world() > 1 else None  # the global batch's statistics
+        advantages = advantages * rl.item_uncertainty_weights(reward_var, cfg.ndcg_cutoff, cfg.unc_eps,
+                                                              cfg.unc_max_weight, over_ranks)
+    with torch.no_grad():
+        ref_logprob, _ = reference.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
+    for _ in range(cfg.ppo_epochs):
+        logprob, entropy = policy.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
+        out = rl.ppo_clip_loss(logprob, rollout.logprob, ref_logprob, advantages, entropy, mask, cfg.clip,
+                               cfg.kl_coef, cfg.entropy_coef)
+        optimizer_step(policy, optimizer, out.loss, cfg)
+    sequence_ndcg = swap_reward(ranked_gains, 5, "sequence")[:, 0]
+    return {"rl/loss": float(out.loss.detach()), "rl/reward": float(sequence_ndcg.mean()), "rl/kl": float(out.kl),
+            "rl/entropy": float(out.entropy), "rl/clip_frac": float(out.clip_frac)}
+
+
+def sample_batch(rng: np.random.Generator, by_need: list[np.ndarray], step: int, n: int, pure: bool,
+            weights: Optional[list[float]] = None) -> np.ndarray:
+    """Example indices of one batch: from one need per step in turn when ``pure``, else from all.
+
+    ``weights`` (one per need of ``by_need``, or None for equal): how often each need is drawn
+    relative to the others; within a need, examples are drawn uniformly. Ignored when ``pure``.
+    """
+    if pure:
+        pool = by_need[step % len(by_need)]
+        return pool[rng.choice(len(pool), min(n, len(pool)), replace=False)]
+    pool = np.concatenate(by_need)
+    p = None
+    if weights is not None and len(set(weights)) > 1:
+        p = np.concatenate([np.full(len(b), w / len(b)) for b, w in zip(by_need, weights)])
+        p = p / p.sum()
+    return pool[rng.choice(len(pool), min(n, len(pool)), replace=False, p=p)]
+
+
+def need_weights(cfg: TrainConfig, needs: list[str]) -> list[float]:
+    """The SFT sampling weight of each of ``needs`` from ``cfg.need_weights`` ("need=w,..."; unlisted: 1)."""
+    given = {name: float(weight) for name, weight in need_weight_items(cfg.need_weights)}
+    return [given.get(need, 1.0) for need in needs]
+
+
+def optimizer_step(policy, optimizer, loss: torch.Tensor, cfg: TrainConfig) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {float(loss)}; lower the learning rate")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), cfg.grad_clip)
+    optimizer.step()
+
+
+def rl_optimizer(policy, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.lr, weight_decay=0.0)
