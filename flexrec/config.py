@@ -15,7 +15,7 @@ import dataclasses
 import difflib
 import json
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 

@@ -12,7 +12,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from flexrec.eval.evaluate import METRICS, load_examples, per_user_values, rank_all, run_spec
 from flexrec.eval.stats import Interval, bootstrap_ci
@@ -164,6 +163,69 @@ def train_cfg(base: dict, *overrides: dict):
     return TrainConfig(**values)
 
 
+@dataclass
+class SeedSetting:
+    """One (seed, setting) of an experiment: its common settings, run folder and scored pools.
+
+    ``sft_runs``: the SFT-only run of each label source (imputer), trained once and shared by every method."""
+
+    seed: int
+    setting: Setting
+    common: dict  # TrainConfig fields of every run here
+    root: Path  # where its runs go
+    world: object  # the InteractionData the baselines fit on
+    train_users: np.ndarray
+    examples: dict  # evaluation label -> the scored pools
+    sft_runs: dict = field(default_factory=dict)
+
+
+def prepare(exp: Experiment, seed: int, setting: Setting, base: dict, runs_root: str, split: str) -> SeedSetting:
+    """The pools every method of (seed, setting) is scored on: the trainer's own users of ``split``."""
+    root = Path(runs_root) / exp.name / setting.label.replace(" ", "_") / f"seed{seed}"
+    common = dict(base, seed=seed, eval_needs=setting.eval_needs, **setting.overrides)
+    cfg0 = train_cfg(common, dict(rl_steps=0))
+    examples = {}
+    for ev in exp.evaluations:
+        spec = run_spec(cfg0, split, ev.heldout_instructions, needs=setting.eval_needs)
+        world, examples[ev.label], train_users = load_examples(spec)
+    return SeedSetting(seed, setting, common, root, world, train_users, examples)
+
+
+def sft_run(here: SeedSetting, imputer: str, log: Callable[[str], None]) -> tuple[Path, bool]:
+    """The SFT-only run of ``imputer``'s label fill (trained on first use); and whether it was new here."""
+    from flexrec.experiments import adapters
+
+    if imputer in here.sft_runs:
+        return here.sft_runs[imputer], False
+    cfg = train_cfg(here.common, dict(rl_steps=0, imputer=imputer, out=str(here.root / f"sft-{imputer}")))
+    log(f"seed {here.seed} {here.setting.label}: SFT ({imputer})")
+    here.sft_runs[imputer] = adapters.train_run(cfg)
+    return here.sft_runs[imputer], True
+
+
+def method_ranker(method: Method, here: SeedSetting, size: str, device: str, log: Callable[[str], None]):
+    """(ranker, trained runs, (run, stage) the trainer evaluated or None) of one method at (seed, setting)."""
+    from flexrec.baselines import make_baseline
+    from flexrec.experiments import adapters
+    from flexrec.runs import load_run
+
+    if method.kind == "baseline":
+        opts = BASELINE_OPTIONS.get(size, {}).get(method.baseline, {})
+        return make_baseline(method.baseline, here.world, here.train_users, seed=here.seed, **opts), [], None
+    imputer = method.overrides.get("imputer", here.common.get("imputer", "critic"))
+    parent, new = sft_run(here, imputer, log)
+    trained = [parent] if new else []
+    if method.kind in ("untrained", "sft"):
+        return load_run(parent, untrained=method.kind == "untrained", device=device), trained, (parent, method.kind)
+    if method.kind != "rl":
+        raise ValueError(f"unknown method kind {method.kind!r}")
+    slug = re.sub(r"[^a-z0-9]+", "-", method.label.lower()).strip("-")
+    cfg = train_cfg(here.common, dict(imputer=imputer, out=str(here.root / slug)), method.overrides)
+    log(f"seed {here.seed} {here.setting.label}: {method.label}")
+    run = adapters.fork_run(parent, cfg) if cfg.sft_steps else adapters.train_run(cfg)
+    return load_run(run, device=device), trained + [run], (run, "rl")
+
+
 def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: str = "tiny",
                    data: str = "synthetic", device: str = "auto", runs_root: str = "runs/experiments",
                    extra: Optional[dict] = None, log: Callable[[str], None] = print,
@@ -178,70 +240,37 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
     "runs": how many training runs, "split": the users scored, "fidelity": {setting: (markdown lines, data)} of
     `fidelity.fidelity_section` when ``exp.fidelity_eps`` is set}.
     """
-    from flexrec.baselines import make_baseline
+    from flexrec.config import set_threads
     from flexrec.experiments import adapters
-    from flexrec.runs import load_run
+    from flexrec.train.rundir import code_version, describe_code
 
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; use one of {', '.join(SIZES)}")
     split = split or exp.split
     if split not in ("val", "test"):
         raise ValueError(f"unknown split {split!r}; score on 'test' users, or on 'val' users to choose a setting")
-    torch.set_num_threads(1)  # see TrainConfig.threads: 2 OpenMP threads on a shared 2-core box are 10x slower
+    set_threads()
     base = dict(SIZES[size], model=model, data=data, device=device, progress=False, **(extra or {}))
     cells = {s.label: {e.label: {m.label: Cell() for m in exp.methods} for e in exp.evaluations} for s in exp.settings}
     curves = {s.label: {m.label: [] for m in exp.methods if m.kind == "rl"} for s in exp.settings}
-    from flexrec.train.rundir import code_version, describe_code
-
     start, runs, code = time.time(), [], describe_code(code_version())  # the code that trains, read before anything runs
     critic_sft: dict[str, list[Path]] = {s.label: [] for s in exp.settings}  # each seed's SFT run on the critic fill
     for seed in range(seeds):
         for setting in exp.settings:
-            root = Path(runs_root) / exp.name / setting.label.replace(" ", "_") / f"seed{seed}"
-            common = dict(base, seed=seed, eval_needs=setting.eval_needs, **setting.overrides)
-            cfg0 = train_cfg(common, dict(rl_steps=0))
-            examples = {}
-            for ev in exp.evaluations:
-                spec = run_spec(cfg0, split, ev.heldout_instructions, needs=setting.eval_needs)
-                world, examples[ev.label], train_users = load_examples(spec)
-            sft_runs: dict[str, Path] = {}
-
-            def sft_run(imputer: str) -> Path:
-                if imputer not in sft_runs:
-                    cfg = train_cfg(common, dict(rl_steps=0, imputer=imputer, out=str(root / f"sft-{imputer}")))
-                    log(f"[{exp.name}] seed {seed} {setting.label}: SFT ({imputer})")
-                    sft_runs[imputer] = adapters.train_run(cfg)
-                    if imputer == "critic":
-                        critic_sft[setting.label].append(sft_runs[imputer])
-                    runs.append(sft_runs[imputer])
-                return sft_runs[imputer]
-
+            here = prepare(exp, seed, setting, base, runs_root, split)
             for method in exp.methods:
-                imputer = method.overrides.get("imputer", common.get("imputer", "critic"))
-                if method.kind == "baseline":
-                    opts = BASELINE_OPTIONS.get(size, {}).get(method.baseline, {})
-                    ranker = make_baseline(method.baseline, world, train_users, seed=seed, **opts)
-                elif method.kind in ("untrained", "sft"):
-                    checked = (sft_run(imputer), method.kind)
-                    ranker = load_run(sft_run(imputer), untrained=method.kind == "untrained", device=device)
-                elif method.kind == "rl":
-                    parent = sft_run(imputer)
-                    slug = re.sub(r"[^a-z0-9]+", "-", method.label.lower()).strip("-")
-                    cfg = train_cfg(common, dict(imputer=imputer, out=str(root / slug)), method.overrides)
-                    log(f"[{exp.name}] seed {seed} {setting.label}: {method.label}")
-                    run = adapters.fork_run(parent, cfg) if cfg.sft_steps else adapters.train_run(cfg)
-                    runs.append(run)
-                    curves[setting.label][method.label].append(adapters.reward_curve(run))
-                    ranker = load_run(run, device=device)
-                    checked = (run, "rl")
-                else:
-                    raise ValueError(f"unknown method kind {method.kind!r}")
+                ranker, trained, checked = method_ranker(method, here, size, device, lambda s: log(f"[{exp.name}] {s}"))
+                runs += trained
+                if method.kind == "rl":
+                    curves[setting.label][method.label].append(adapters.reward_curve(trained[-1]))
                 for ev in exp.evaluations:
-                    perm = rank_all(ranker, examples[ev.label], batch_size=32)
-                    per_user = per_user_values(examples[ev.label], perm)
-                    if method.kind != "baseline" and not ev.heldout_instructions and split == "test":
+                    perm = rank_all(ranker, here.examples[ev.label])
+                    per_user = per_user_values(here.examples[ev.label], perm)
+                    if checked and not ev.heldout_instructions and split == "test":
                         check_against_trainer(*checked, per_user)  # the trainer's results are on test users
                     cells[setting.label][ev.label][method.label].add(seed, per_user)
+            if "critic" in here.sft_runs:
+                critic_sft[setting.label].append(here.sft_runs["critic"])
     fidelity = {}
     if exp.fidelity_eps:
         from flexrec.experiments.fidelity import fidelity_section

@@ -28,7 +28,7 @@ def test_examples_are_deterministic_across_worlds():
     def make():
         return build_examples(SyntheticWorld(seed=5, n_users=30, n_items=80), split="train", K=20, seed=3)
     a, b = make(), make()
-    assert len(a) == len(b) == 24 * 3
+    assert len(a) == len(b) == 21 * 3  # the 70% training share of 30 users (flexrec.config.USER_SPLITS), 3 needs
     for x, y in zip(a, b):
         assert (x.user, x.need, x.instruction) == (y.user, y.need, y.instruction)
         np.testing.assert_array_equal(x.items, y.items)
@@ -98,7 +98,7 @@ def test_pools_without_relevant_items_are_kept_and_counted(world, caplog):
 
 def test_splits_are_disjoint_complete_and_deterministic(world):
     s = split_users(world, seed=0)
-    assert [len(s[k]) for k in ("train", "val", "test")] == [48, 6, 6]
+    assert [len(s[k]) for k in ("train", "val", "test")] == [42, 6, 12]  # USER_SPLITS (0.7, 0.1, 0.2) of 60
     assert sorted(np.concatenate(list(s.values())).tolist()) == list(range(world.n_users))
     np.testing.assert_array_equal(s["test"], split_users(world, seed=0)["test"])
     assert not np.array_equal(s["test"], split_users(world, seed=1)["test"])
@@ -110,7 +110,7 @@ def test_splits_are_disjoint_complete_and_deterministic(world):
 
 def test_example_fields(world):
     ex = build_examples(world, split="test", K=12)
-    assert len(ex) == 6 * 3 and [e.need for e in ex[:3]] == list(NEEDS)
+    assert len(ex) == 12 * 3 and [e.need for e in ex[:3]] == list(NEEDS)
     test_users = set(split_users(world)["test"].tolist())
     for e in ex:
         assert e.user in test_users and e.K == 12 and e.items.dtype == np.int64

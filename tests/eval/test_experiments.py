@@ -108,7 +108,6 @@ def test_validation_split_and_advantage_fidelity(tmp_path):
     """A setting is chosen on validation users: none of them is a test user, and the report says which."""
     import torch
 
-    from flexrec.experiments import adapters
     from flexrec.experiments.fidelity import NO_SCALING, advantage_fidelity
     from flexrec.experiments.report import write_report
     from flexrec.experiments.runner import run_experiment

@@ -1,7 +1,6 @@
 """flexrec.eval.metrics against a plain-Python implementation on random inputs."""
 
 import math
-import random
 
 import pytest
 import torch
