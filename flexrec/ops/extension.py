@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
-import torch  # noqa: F401  (must precede the compiled module)
+import torch  # (must precede the compiled module, which links against libtorch)
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the flexrec/ this module was imported from
 

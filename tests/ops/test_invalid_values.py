@@ -9,6 +9,7 @@ import torch
 
 from flexrec.ops import (
     backend,
+    extension,
     candidate_logits,
     check_decode_inputs,
     decode_step,
@@ -58,9 +59,8 @@ def test_non_finite_gains_are_rejected(name, bad):
 def test_negative_variances_are_rejected(name):
     var = torch.rand(2, 5)
     var[1, 3] = -0.5
-    with forced("swap_reward_var", name):
-        with pytest.raises(ValueError, match=r"gain_var has negative entries \(gain_var\[1, 3\] = -0.5\)"):
-            swap_reward_var(torch.rand(2, 5), var)
+    with forced("swap_reward_var", name), pytest.raises(ValueError, match=r"gain_var has negative entries"):
+        swap_reward_var(torch.rand(2, 5), var)
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -108,21 +108,24 @@ def test_every_unused_candidate_at_minus_inf(name, dtype, noisy, gen):
         assert index[1] == 0
 
 
+def dead_decode_inputs(gen):
+    """decode_step inputs whose logits are dead_rows(float64): zero weights, the logits as bias
+    (-inf on every candidate token of rows 0 and 2, and on row 3's only unused one)."""
+    logits, used = dead_rows(torch.float64)
+    B, K, H = logits.shape[0], logits.shape[1], 7
+    hidden = torch.randn(B, H, generator=gen, dtype=torch.float64)
+    weight = torch.zeros(B * K, H, dtype=torch.float64)
+    cand_ids = torch.randperm(B * K, generator=gen).view(B, K)
+    bias = torch.zeros(B * K, dtype=torch.float64)
+    bias[cand_ids.flatten()] = logits.flatten()
+    return hidden, weight, cand_ids, used, bias
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("noisy", [False, True])
 def test_decode_step_follows_the_same_rule(name, noisy, gen):
-    # A bias of -inf on every candidate token of rows 0, 2 and 3 makes their logits -inf.
-    logits, used = dead_rows(torch.float64)
-    B, K, H, V = 4, 5, 7, 4 * 5
-    hidden = torch.randn(B, H, generator=gen, dtype=torch.float64)
-    weight = torch.zeros(V, H, dtype=torch.float64)
-    cand_ids = torch.arange(V).view(B, K)
-    bias = torch.zeros(V, dtype=torch.float64)
-    bias[cand_ids[[0, 2]].flatten()] = NINF
-    bias[cand_ids[3, 4]] = NINF
-    bias[cand_ids[1]] = logits[1]
-    bias[cand_ids[3, :4]] = logits[3, :4]
-    gumbel = torch.randn(B, K, generator=gen, dtype=torch.float64) if noisy else None
+    hidden, weight, cand_ids, used, bias = dead_decode_inputs(gen)
+    gumbel = torch.randn(used.shape, generator=gen, dtype=torch.float64) if noisy else None
     with forced("decode_step", name):
         fused = decode_step(hidden, weight, cand_ids, used, gumbel, 0.7, bias)
     unfused = pool_sample(candidate_logits(hidden, weight, cand_ids, bias), used, gumbel, 0.7)
@@ -134,6 +137,28 @@ def test_decode_step_follows_the_same_rule(name, noisy, gen):
         torch.testing.assert_close(got[1], unfused[1])  # -inf where unfused has -inf
     assert fused[0][[0, 2, 3]].tolist() == [1, 0, 4]
     assert (fused[1][[0, 2, 3]] == NINF).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+@pytest.mark.parametrize("noisy", [False, True])
+def test_every_unused_candidate_at_minus_inf_on_gpu(name, noisy, gen):
+    if name == "cuda" and not extension.has_cuda_kernels():
+        pytest.skip("flexrec._C was built without CUDA kernels (FLEXREC_CUDA=1)")
+    logits, used = dead_rows(torch.float32)
+    gumbel = torch.randn(used.shape, generator=gen).abs() * 5 if noisy else None
+
+    def cuda(x):
+        return None if x is None else x.cuda()
+
+    index, logprob, _ = backend.implementation("pool_sample", name, "cuda")(cuda(logits), cuda(used), cuda(gumbel), 0.7)
+    assert index.cpu()[[0, 2, 3]].tolist() == [1, 0, 4]
+    assert (logprob.cpu()[[0, 2, 3]] == NINF).all() and torch.isfinite(logprob.cpu()[1])
+    hidden, weight, cand_ids, used, bias = (x.cuda() for x in dead_decode_inputs(gen))
+    step = backend.implementation("decode_step", name, "cuda")
+    index, logprob, _ = step(hidden, weight, cand_ids, used, cuda(None if gumbel is None else gumbel.double()), 0.7, bias)
+    assert index.cpu()[[0, 2, 3]].tolist() == [1, 0, 4]
+    assert (logprob.cpu()[[0, 2, 3]] == NINF).all()
 
 
 def _no_value_reads(monkeypatch):
