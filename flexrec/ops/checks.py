@@ -113,27 +113,29 @@ def check_no_nan(name: str, x: Tensor) -> None:
         raise ValueError(f"{name} contains NaN; check the model's outputs or the inputs upstream")
 
 
+def _first(name: str, x: Tensor, bad: Tensor) -> str:
+    """'name[i, j] = value' of the first True entry of ``bad``."""
+    at = tuple(int(i) for i in bad.nonzero()[0])
+    return f"{name}[{', '.join(map(str, at))}] is {x[at].item()}"
+
+
 def check_finite(name: str, x: Tensor, what: str) -> None:
-    """Value check: no NaN or infinity in x (2-D). ``what`` says what x is and where a bad value
-    comes from."""
+    """Value check: no NaN or infinity in x. ``what`` says what x is and where a bad value comes
+    from."""
     if is_fake(x) or x.numel() == 0:
         return
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
-        row, col = (int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"{name}[{row}, {col}] is {x[row, col].item()}; {name} must be finite: {what}")
+        raise ValueError(f"{_first(name, x, bad)}; {name} must be finite: {what}")
 
 
 def check_nonnegative(name: str, x: Tensor, what: str) -> None:
     """Value check: every entry >= 0."""
     if is_fake(x) or x.numel() == 0:
         return
-    if bool((x < 0).any()):
-        row, col = (int(i) for i in (x < 0).nonzero()[0])
-        raise ValueError(
-            f"{name} has negative entries ({name}[{row}, {col}] = {x[row, col].item()}); "
-            f"{name} must be >= 0 ({what})"
-        )
+    bad = x < 0
+    if bool(bad.any()):
+        raise ValueError(f"{name} has negative entries ({_first(name, x, bad)}); {name} must be >= 0 ({what})")
 
 
 def check_pool_inputs(
