@@ -14,8 +14,8 @@ import platform
 import torch
 
 import flexrec
-from flexrec import _ext, backend
-import flexrec.ops  # noqa: F401  (registers every op, which fills backend.CHOICES)
+import flexrec.ops  # registers every op, which fills backend.CHOICES
+from flexrec.ops import backend, extension
 
 
 def _triton_version() -> str:
@@ -37,8 +37,8 @@ def collect() -> dict:
         "triton": _triton_version(),
         "flash_attn": importlib.util.find_spec("flash_attn") is not None,
         "gpus": gpus,
-        "compiled": _ext.build_info(),
-        "compiled_error": _ext.LOAD_ERROR,
+        "compiled": extension.build_info(),
+        "compiled_error": extension.LOAD_ERROR,
         "backend_requested": backend.requested(),
         "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
         "backends": backend.table(),

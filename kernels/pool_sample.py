@@ -27,10 +27,19 @@ def pick_from_pool(logit, t, row, offs, mk, K, used_ptr, gumbel_ptr, index_ptr, 
         score = x
     index = tl.argmax(score, axis=0, tie_break_left=True)
     x_max = tl.max(x, axis=0)
-    lse = x_max + tl.log(tl.sum(tl.exp(x - x_max), axis=0))
+    # Every unused candidate at -inf (argmax could return a used one, also at -inf): the rule of
+    # flexrec.ops.pool_sample is the lowest-index unused candidate, with log-prob -inf.
+    dead = x_max == float("-inf")
+    first_free = tl.min(tl.where(used | (offs >= K), K, offs), axis=0)
+    index = tl.where(dead, first_free, index)
+    # (A dead row computes with shift 0 and sum 1, so no -inf - -inf or log(0) is ever evaluated.)
+    shift = tl.where(dead, 0.0, x_max)
+    total = tl.where(dead, 1.0, tl.sum(tl.exp(x - shift), axis=0))
+    lse = shift + tl.log(total)
     chosen = tl.sum(tl.where(offs == index, x, 0.0), axis=0)
+    logprob = tl.where(dead, float("-inf"), chosen - lse)
     tl.store(index_ptr + row, index.to(tl.int64))
-    tl.store(logprob_ptr + row, chosen - lse)
+    tl.store(logprob_ptr + row, logprob)
     tl.store(used_out_ptr + row * K + offs, (used | (offs == index)).to(tl.int8), mask=mk)
 
 

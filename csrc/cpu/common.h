@@ -222,4 +222,13 @@ inline SoftmaxStats<acc_t> compact_softmax(const acc_t* y, int64_t n, acc_t* e) 
   return {mx, logz, logz - s / z, z};
 }
 
+// Log-prob of the pick y_pick among the compacted scores that gave `st`. When every allowed
+// candidate scores -inf the softmax is 0/0; the ops' rule (flexrec/ops/pool_sample.py, docs/ops.md)
+// is then the lowest-index allowed candidate with log-prob -inf, which every backend follows.
+template <typename acc_t>
+inline acc_t pick_logprob(acc_t y_pick, const SoftmaxStats<acc_t>& st) {
+  if (st.mx == -std::numeric_limits<acc_t>::infinity()) return st.mx;
+  return y_pick - st.mx - st.logz;
+}
+
 }  // namespace flexrec

@@ -108,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_step_cpu(
         }
         const SoftmaxStats<acc_t> st = compact_softmax(y.data(), n, e.data());
         i_ptr[b] = best;
-        lp_ptr[b] = y[best_i] - st.mx - st.logz;
+        lp_ptr[b] = pick_logprob(y[best_i], st);  // -inf when every allowed score is -inf
         uo_ptr[b * K + best] = true;
       }
     });

@@ -142,7 +142,8 @@ __device__ void warp_pool_sample(int64_t K, XFn x_of, GFn gumbel_of, int64_t& in
     softmax_merge(m, s, o_m, o_s);
   }
   index = best_i < K ? best_i : 0;  // a row with every candidate used: index 0, as torch.argmax
-  logprob = x_of(index) - (m + log(s));
+  // Every allowed candidate at -inf: the softmax is 0/0; the ops' rule is log-prob -inf.
+  logprob = m == neg_inf ? neg_inf : x_of(index) - (m + log(s));
 }
 
 // 1 / IDCG@n of the row whose gains `g` and discounts `d` (0 beyond the cutoff) lie in shared
@@ -174,7 +175,11 @@ __device__ void warp_pool_step(int64_t row, int64_t K, LFn logit_of, const bool*
   auto x_of = [&](int64_t c) -> acc_t {
     return u[c] ? -std::numeric_limits<acc_t>::infinity() : logit_of(c) / t;
   };
-  auto gumbel_of = [&](int64_t c) -> acc_t { return gumbel ? gumbel[row * K + c] : acc_t(0); };
+  // A used candidate scores NaN, which never wins a comparison: when every allowed candidate is
+  // at -inf the pick is the lowest-index allowed one, not a used one (also at -inf).
+  auto gumbel_of = [&](int64_t c) -> acc_t {
+    return u[c] ? std::numeric_limits<acc_t>::quiet_NaN() : (gumbel ? gumbel[row * K + c] : acc_t(0));
+  };
   int64_t index;
   acc_t logprob;
   warp_pool_sample<acc_t>(K, x_of, gumbel_of, index, logprob);

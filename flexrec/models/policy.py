@@ -20,7 +20,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-from flexrec.ops import _checks, candidate_logits, permutation_logprob
+from flexrec.ops import candidate_logits, check_decode_inputs, check_finite, decode_step, permutation_logprob
 
 
 class Rollout(NamedTuple):
@@ -161,11 +161,9 @@ class RankingPolicy(nn.Module):
         if offset < 0 or offset + N > rows:
             raise ValueError(f"noise_rows {noise_rows}: rows {offset}..{offset + N} of {rows} do not exist")
         # Everything the K steps share is built once, and the loop makes no host sync: the head's
-        # inputs are checked here, then each step calls the fused op itself (torch.ops.flexrec.*),
-        # which is what flexrec.ops.decode_step runs after its per-call value checks.
+        # inputs are checked here, once, and each step calls decode_step with check=False.
         weight, bias = self._head()
         cand_ids = self.slot_ids[:K].expand(N, K).contiguous()
-        _checks.check_ids("slot token ids", cand_ids[:1], weight.shape[0])
         weight, bias = weight.contiguous(), None if bias is None else bias.contiguous()
         gumbel_all = None
         if not greedy:
@@ -175,7 +173,8 @@ class RankingPolicy(nn.Module):
             u = u[:, offset : offset + N] if rows != N else u
             gumbel_all = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7))).to(ids.device)
         temperature = float(temperature)
-        _checks.check_temperature(temperature)
+        check_decode_inputs(hidden, weight, cand_ids, None, None if gumbel_all is None else gumbel_all[0],
+                            temperature, bias)
         used = torch.zeros(N, K, dtype=torch.bool, device=ids.device)
         T0 = mask.shape[1]
         full_mask = torch.cat([mask, mask.new_ones(N, K - 1)], 1)  # the mask of every step, sliced per step
@@ -186,8 +185,7 @@ class RankingPolicy(nn.Module):
         for t in range(K):
             gumbel = None if gumbel_all is None else gumbel_all[t]
             # The fused step: candidate_logits then pool_sample in one kernel, no (N, K) logits.
-            index, lp, used = torch.ops.flexrec.decode_step(hidden.contiguous(), weight, cand_ids, used, gumbel,
-                                                            temperature, bias)
+            index, lp, used = decode_step(hidden, weight, cand_ids, used, gumbel, temperature, bias, check=False)
             perm[:, t], logprob[:, t] = index, lp.float()
             if t == K - 1:
                 break  # the last choice needs no forward pass
@@ -199,7 +197,7 @@ class RankingPolicy(nn.Module):
                 **{cache_kwarg: cache},
             )
             cache, hidden, next_pos = _cache_of(out), out.last_hidden_state[:, -1], next_pos + 1
-        _checks.check_no_nan("rollout log-probs (from the model's hidden states)", logprob)  # one sync, at the end
+        check_finite("rollout log-probs", logprob, "a NaN or -inf comes from the model's hidden states")  # one sync
         return Rollout(perm.view(B, G, K), logprob.view(B, G, K))
 
     def step_logits(self, input_ids: Tensor, attention_mask: Tensor, perm: Tensor) -> Tensor:

@@ -7,8 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from flexrec import backend
-from flexrec.ops import _checks, reference
+from flexrec.ops import backend, checks, reference
 
 
 @torch.library.custom_op("flexrec::candidate_logits", mutates_args=())
@@ -40,38 +39,8 @@ def _(grad: Tensor, hidden: Tensor, weight: Tensor, cand_ids: Tensor, has_bias: 
     return torch.empty_like(hidden), torch.empty_like(weight), grad_bias
 
 
-def _c_forward(hidden, weight, cand_ids, bias):
-    return torch.ops.flexrec_C.candidate_logits(hidden, weight, cand_ids, bias)
-
-
-def _c_backward(grad, hidden, weight, cand_ids, has_bias):
-    return torch.ops.flexrec_C.candidate_logits_backward(grad, hidden, weight, cand_ids, has_bias)
-
-
-backend.register(
-    _candidate_logits,
-    "candidate_logits",
-    {
-        "c": {"cpu": _c_forward},
-        "cuda": {"cuda": _c_forward},
-        "triton": {
-            "cuda": "flexrec.kernels.candidate_logits:candidate_logits",
-            "cpu": "flexrec.kernels.candidate_logits:candidate_logits",
-        },
-    },
-)
-backend.register(
-    _candidate_logits_backward,
-    "candidate_logits_backward",
-    {
-        "c": {"cpu": _c_backward},
-        "cuda": {"cuda": _c_backward},
-        "triton": {
-            "cuda": "flexrec.kernels.candidate_logits:candidate_logits_backward",
-            "cpu": "flexrec.kernels.candidate_logits:candidate_logits_backward",
-        },
-    },
-)
+backend.register(_candidate_logits, "candidate_logits")
+backend.register(_candidate_logits_backward, "candidate_logits_backward")
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -100,7 +69,7 @@ _candidate_logits.register_autograd(_backward, setup_context=_setup_context)
 
 
 def candidate_logits(
-    hidden: Tensor, weight: Tensor, cand_ids: Tensor, bias: Optional[Tensor] = None
+    hidden: Tensor, weight: Tensor, cand_ids: Tensor, bias: Optional[Tensor] = None, *, check: bool = True
 ) -> Tensor:
     """Logits of the K candidate slot tokens only: out[n, k] = hidden[n] . weight[cand_ids[n, k]].
 
@@ -112,14 +81,17 @@ def candidate_logits(
         weight: the LM head (or tied embedding) matrix.
         cand_ids: token id of each row's K candidate slots, distinct within a row.
         bias: optional LM-head bias.
+        check: False skips the value check of ``cand_ids`` (in range, distinct within a row),
+            which syncs the device; the caller promises valid ids.
 
     Shapes:
         hidden (N, H), weight (V, H), cand_ids (N, K) int64, bias (V,) or None -> (N, K),
         hidden's dtype.
     """
-    named = _checks.check_head_inputs(hidden, weight, cand_ids, bias)
+    named = checks.check_head_inputs(hidden, weight, cand_ids, bias)
     if bias is not None:
         bias = bias.contiguous()
-    _checks.check_same_device(*named)
-    _checks.check_ids("cand_ids", cand_ids, weight.shape[0])
+    checks.check_same_device(*named)
+    if check:
+        checks.check_ids("cand_ids", cand_ids, weight.shape[0])
     return _candidate_logits(hidden.contiguous(), weight.contiguous(), cand_ids.contiguous(), bias)

@@ -13,8 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from flexrec import backend
-from flexrec.ops import _checks, reference
+from flexrec.ops import backend, checks, reference
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -44,22 +43,7 @@ def _(hidden, weight, cand_ids, used, gumbel, temperature, bias):
     return index, logprob, torch.empty_like(used)
 
 
-def _compiled(hidden, weight, cand_ids, used, gumbel, temperature, bias):
-    return torch.ops.flexrec_C.decode_step(hidden, weight, cand_ids, used, gumbel, temperature, bias)
-
-
-backend.register(
-    _decode_step,
-    "decode_step",
-    {
-        "c": {"cpu": _compiled},
-        "cuda": {"cuda": _compiled},
-        "triton": {
-            "cuda": "flexrec.kernels.decode_step:decode_step",
-            "cpu": "flexrec.kernels.decode_step:decode_step",
-        },
-    },
-)
+backend.register(_decode_step, "decode_step")
 
 
 def decode_step(
@@ -70,6 +54,8 @@ def decode_step(
     gumbel: Optional[Tensor] = None,
     temperature: float = 1.0,
     bias: Optional[Tensor] = None,
+    *,
+    check: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One step of decoding a ranking: score the K candidates, mask the used ones, pick one.
 
@@ -78,11 +64,17 @@ def decode_step(
     weight[cand_ids[b, k]] (+ bias[cand_ids[b, k]]), then the argmax of logits / T (+ gumbel)
     over the unused candidates (lowest index on ties) and its log-softmax over them. Pass
     standard Gumbel noise (``-torch.log(-torch.log(torch.rand(B, K)))``) to sample, None for
-    greedy decoding.
+    greedy decoding. A row whose unused candidates all score -inf takes the lowest-index one with
+    log-prob -inf, as :func:`flexrec.ops.pool_sample` does.
 
     Returns ``(index, logprob, used_out)``: the chosen candidate (a position in 0..K-1, not a
     token id: the token is ``cand_ids[b, index[b]]``), its log-prob, and ``used`` with it marked
     (a new tensor).
+
+    ``check=False`` skips the value checks (cand_ids in range and distinct, a candidate left in
+    every row), which sync the device; shapes, dtypes and devices are still checked. A decoding
+    loop calls :func:`flexrec.ops.check_decode_inputs` once, then this with ``check=False`` each
+    step, so its K steps make no host sync.
 
     Shapes:
         hidden (B, H), weight (V, H), cand_ids (B, K) int64 (distinct within a row),
@@ -90,10 +82,11 @@ def decode_step(
         -> index (B,) int64, logprob (B,) (float32 for half/bfloat16 inputs, else hidden's
         dtype), used_out (B, K) bool.
     """
-    named = _checks.check_head_inputs(hidden, weight, cand_ids, bias)
-    named += _checks.check_pool_inputs("decode_step", used, gumbel, temperature, "cand_ids", cand_ids)
-    _checks.check_same_device(*named)
-    _checks.check_ids("cand_ids", cand_ids, weight.shape[0])
+    named = checks.check_head_inputs(hidden, weight, cand_ids, bias)
+    named += checks.check_pool_inputs("decode_step", used, gumbel, temperature, "cand_ids", cand_ids, check)
+    checks.check_same_device(*named)
+    if check:
+        checks.check_ids("cand_ids", cand_ids, weight.shape[0])
     if gumbel is not None:
         gumbel = gumbel.contiguous()
     if bias is not None:

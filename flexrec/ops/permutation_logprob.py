@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flexrec import backend
-from flexrec.ops import _checks, reference
+from flexrec.ops import backend, checks, reference
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -39,40 +38,8 @@ def _(grad_logprob, grad_entropy, logits, perm, temperature):
     return torch.empty_like(logits)
 
 
-def _c_forward(logits, perm, temperature):
-    return torch.ops.flexrec_C.permutation_logprob(logits, perm, temperature)
-
-
-def _c_backward(grad_logprob, grad_entropy, logits, perm, temperature):
-    return torch.ops.flexrec_C.permutation_logprob_backward(
-        grad_logprob, grad_entropy, logits, perm, temperature
-    )
-
-
-backend.register(
-    _permutation_logprob,
-    "permutation_logprob",
-    {
-        "c": {"cpu": _c_forward},
-        "cuda": {"cuda": _c_forward},
-        "triton": {
-            "cuda": "flexrec.kernels.permutation_logprob:permutation_logprob",
-            "cpu": "flexrec.kernels.permutation_logprob:permutation_logprob",
-        },
-    },
-)
-backend.register(
-    _permutation_logprob_backward,
-    "permutation_logprob_backward",
-    {
-        "c": {"cpu": _c_backward},
-        "cuda": {"cuda": _c_backward},
-        "triton": {
-            "cuda": "flexrec.kernels.permutation_logprob:permutation_logprob_backward",
-            "cpu": "flexrec.kernels.permutation_logprob:permutation_logprob_backward",
-        },
-    },
-)
+backend.register(_permutation_logprob, "permutation_logprob")
+backend.register(_permutation_logprob_backward, "permutation_logprob_backward")
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -98,7 +65,7 @@ _permutation_logprob.register_autograd(_backward, setup_context=_setup_context)
 
 
 def permutation_logprob(
-    logits: Tensor, perm: Tensor, temperature: float = 1.0
+    logits: Tensor, perm: Tensor, temperature: float = 1.0, *, check: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Log-prob and entropy of every step of given permutations under the masked softmax.
 
@@ -112,6 +79,8 @@ def permutation_logprob(
         logits: step t's logits over the K candidates (e.g. from ``candidate_logits``).
         perm: candidate indices in the order chosen; each row a permutation of 0..K-1.
         temperature: softmax temperature T > 0 (the one used when sampling).
+        check: False skips the value checks (a NaN in ``logits``, a row of ``perm`` that is not
+            a permutation), which sync the device; the caller promises valid inputs.
 
     Shapes:
         logits (B, K, K) float, perm (B, K) int64 -> logprob (B, K), entropy (B, K)
@@ -123,14 +92,15 @@ def permutation_logprob(
         )
     if logits.shape[2] == 0:
         raise ValueError(f"logits has K = 0 candidates {tuple(logits.shape)}; a pool needs K >= 1")
-    _checks.check_float("logits", logits)
+    checks.check_float("logits", logits)
     if perm.dim() != 2 or perm.shape != logits.shape[:2]:
         raise ValueError(
             f"perm must be (B, K) = {tuple(logits.shape[:2])} to match logits, got {tuple(perm.shape)}"
         )
-    _checks.check_int64("perm", perm)
-    _checks.check_same_device(("logits", logits), ("perm", perm))
-    _checks.check_temperature(temperature)
-    _checks.check_no_nan("logits", logits)
-    _checks.check_permutation("perm", perm)
+    checks.check_int64("perm", perm)
+    checks.check_same_device(("logits", logits), ("perm", perm))
+    checks.check_temperature(temperature)
+    if check:
+        checks.check_no_nan("logits", logits)
+        checks.check_permutation("perm", perm)
     return _permutation_logprob(logits.contiguous(), perm.contiguous(), float(temperature))

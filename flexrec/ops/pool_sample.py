@@ -7,8 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from flexrec import backend
-from flexrec.ops import _checks, reference
+from flexrec.ops import backend, checks, reference
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -31,26 +30,16 @@ def _(logits: Tensor, used: Tensor, gumbel: Optional[Tensor], temperature: float
     return index, logprob, torch.empty_like(used)
 
 
-def _c_pool_sample(logits, used, gumbel, temperature):
-    return torch.ops.flexrec_C.pool_sample(logits, used, gumbel, temperature)
-
-
-backend.register(
-    _pool_sample,
-    "pool_sample",
-    {
-        "c": {"cpu": _c_pool_sample},
-        "cuda": {"cuda": _c_pool_sample},
-        "triton": {
-            "cuda": "flexrec.kernels.pool_sample:pool_sample",
-            "cpu": "flexrec.kernels.pool_sample:pool_sample",
-        },
-    },
-)
+backend.register(_pool_sample, "pool_sample")
 
 
 def pool_sample(
-    logits: Tensor, used: Tensor, gumbel: Optional[Tensor] = None, temperature: float = 1.0
+    logits: Tensor,
+    used: Tensor,
+    gumbel: Optional[Tensor] = None,
+    temperature: float = 1.0,
+    *,
+    check: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One step of constrained permutation decoding: pick a candidate not yet used.
 
@@ -59,22 +48,31 @@ def pool_sample(
     the unused candidates when ``gumbel`` is standard Gumbel noise
     (``-torch.log(-torch.log(torch.rand(B, K)))``). Ties go to the lowest index.
 
+    A row whose every unused candidate has logit -inf (the model scores none of them) takes the
+    lowest-index unused candidate, whatever the noise (every score is -inf: a tie), with log-prob
+    -inf (the softmax over it is 0/0; -inf says the model gave the pick no probability, where a
+    NaN would poison sums and a finite number would pretend it was drawn). Every backend agrees.
+
     Returns ``(index, logprob, used_out)``: the chosen candidate, its log-prob under
     log-softmax(logits / T) restricted to the unused candidates (exactly what
     :func:`flexrec.ops.permutation_logprob` recomputes for that step), and ``used`` with the chosen
     candidate marked (a new tensor; ``used`` is not modified).
+
+    ``check=False`` skips the value checks (a NaN in ``logits``, a row of ``used`` with no
+    candidate left), which sync the device: for loops whose inputs were checked once before.
 
     Shapes:
         logits (B, K) float, used (B, K) bool, gumbel (B, K) float or None
         -> index (B,) int64, logprob (B,) (float32 for half/bfloat16 logits, else logits' dtype),
         used_out (B, K) bool.
     """
-    _checks.check_2d("logits", logits, "(B, K)")
-    _checks.check_float("logits", logits)
+    checks.check_2d("logits", logits, "(B, K)")
+    checks.check_float("logits", logits)
     named = [("logits", logits)]
-    named += _checks.check_pool_inputs("pool_sample", used, gumbel, temperature, "logits", logits)
-    _checks.check_same_device(*named)
-    _checks.check_no_nan("logits", logits)
+    named += checks.check_pool_inputs("pool_sample", used, gumbel, temperature, "logits", logits, check)
+    checks.check_same_device(*named)
+    if check:
+        checks.check_no_nan("logits", logits)
     if gumbel is not None:
         gumbel = gumbel.contiguous()
     return _pool_sample(logits.contiguous(), used.contiguous(), gumbel, float(temperature))

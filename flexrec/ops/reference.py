@@ -126,7 +126,9 @@ def pool_sample(
     """One step of constrained permutation decoding.
 
     Picks, per row, a candidate not yet used: argmax(logits / T) when ``gumbel`` is None, else
-    argmax(logits / T + gumbel) (Gumbel-max sampling). Ties go to the lowest index.
+    argmax(logits / T + gumbel) (Gumbel-max sampling). Ties go to the lowest index. A row whose
+    every unused candidate scores -inf ties at -inf: it takes the lowest-index unused candidate,
+    with log-prob -inf (the softmax is 0/0 there).
 
     Shapes: logits (B, K), used (B, K) bool, gumbel (B, K) or None
             -> index (B,) int64, logprob (B,) float, used_out (B, K) bool.
@@ -135,8 +137,13 @@ def pool_sample(
     """
     x = _masked_scaled(logits, used, temperature)
     score = x if gumbel is None else x + gumbel.to(x.dtype)
+    # Every unused candidate at -inf: argmax over the scores could return a used candidate (also
+    # at -inf), so such a row picks by 1 (unused) / 0 (used) instead.
+    dead = torch.isneginf(x).all(dim=-1)
+    score = torch.where(dead[:, None], (~used).to(score.dtype), score)
     index = torch.argmax(score, dim=-1)
     logprob = torch.log_softmax(x, dim=-1).gather(-1, index[:, None]).squeeze(-1)
+    logprob = torch.where(dead, torch.full_like(logprob, float("-inf")), logprob)
     used_out = used.clone()
     used_out.scatter_(-1, index[:, None], True)
     return index, logprob, used_out

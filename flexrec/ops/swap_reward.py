@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flexrec import backend
-from flexrec.ops import _checks, reference
+from flexrec.ops import backend, checks, reference
+from flexrec.ops.checks import GAINS_ARE
 
 
 @torch.library.custom_op("flexrec::swap_reward", mutates_args=())
@@ -20,39 +20,35 @@ def _(gains: Tensor, k: int, mode: str) -> Tensor:
     return torch.empty_like(gains)
 
 
-backend.register(
-    _swap_reward,
-    "swap_reward",
-    {
-        "c": {"cpu": lambda g, k, m: torch.ops.flexrec_C.swap_reward(g, k, m)},
-        "cuda": {"cuda": lambda g, k, m: torch.ops.flexrec_C.swap_reward(g, k, m)},
-        "triton": {
-            "cuda": "flexrec.kernels.swap_reward:swap_reward",
-            "cpu": "flexrec.kernels.swap_reward:swap_reward",
-        },
-    },
-)
+backend.register(_swap_reward, "swap_reward")
 
 
-def swap_reward(gains: Tensor, k: int = 0, mode: str = "causal") -> Tensor:
+def swap_reward(gains: Tensor, k: int = 0, mode: str = "causal", *, check: bool = True) -> Tensor:
     """Item-level rewards of ranked lists (FLEXREC.md section 3).
 
     Args:
-        gains: gains of the ranked items, position 0 first (non-negative; a label or 2^label - 1).
+        gains: gains of the ranked items, position 0 first (a graded label or 2^label - 1); a NaN or
+            an infinity raises a ValueError. A negative gain is an item that lowers the list's DCG
+            wherever it is placed (the formulas below are linear in the gains and hold as they
+            are); a row whose IDCG@n is <= 0 (no positive gain within the cutoff) gets zeros.
         k: NDCG cutoff n; 0 means K. Positions past the cutoff have discount 0.
         mode: ``causal`` (the method: mean over later positions j of R(y) - R(y with the items
             at p and j swapped); the last position gets 0), ``noncausal`` (mean over all j != p),
             ``independent`` (g_p d_p / IDCG), ``sequence`` (every position gets R(y) = NDCG@n),
             ``suffix`` (rank-level: sum over q >= p of g_q d_q / IDCG).
+        check: False skips the value check (finite gains), which reads the gains and so syncs
+            the device; the caller promises finite gains. Shape, dtype and mode are always checked.
 
     Rewards are normalised by the IDCG@n of the same row's gains; a row with IDCG = 0 gets zeros.
 
     Shapes:
         gains (B, K) float -> (B, K), same dtype.
     """
-    _checks.check_2d("gains", gains, "(B, K)")
-    _checks.check_float("gains", gains)
-    _checks.check_mode(mode, reference.REWARD_MODES)
+    checks.check_2d("gains", gains, "(B, K)")
+    checks.check_float("gains", gains)
+    checks.check_mode(mode, reference.REWARD_MODES)
     if k < 0:
         raise ValueError(f"k must be >= 0 (0 means the whole list), got {k}")
+    if check:
+        checks.check_finite("gains", gains, GAINS_ARE)
     return _swap_reward(gains.contiguous(), int(k), mode)

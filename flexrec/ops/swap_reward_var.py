@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flexrec import backend
-from flexrec.ops import _checks, reference
+from flexrec.ops import backend, checks, reference
+from flexrec.ops.checks import GAINS_ARE, VARIANCES_ARE
 
 
 @torch.library.custom_op("flexrec::swap_reward_var", mutates_args=())
@@ -21,21 +21,12 @@ def _(gains: Tensor, gain_var: Tensor, k: int, mode: str) -> Tensor:
     return torch.empty_like(gains)
 
 
-backend.register(
-    _swap_reward_var,
-    "swap_reward_var",
-    {
-        "c": {"cpu": lambda g, s, k, m: torch.ops.flexrec_C.swap_reward_var(g, s, k, m)},
-        "cuda": {"cuda": lambda g, s, k, m: torch.ops.flexrec_C.swap_reward_var(g, s, k, m)},
-        "triton": {
-            "cuda": "flexrec.kernels.swap_reward_var:swap_reward_var",
-            "cpu": "flexrec.kernels.swap_reward_var:swap_reward_var",
-        },
-    },
-)
+backend.register(_swap_reward_var, "swap_reward_var")
 
 
-def swap_reward_var(gains: Tensor, gain_var: Tensor, k: int = 0, mode: str = "causal") -> Tensor:
+def swap_reward_var(
+    gains: Tensor, gain_var: Tensor, k: int = 0, mode: str = "causal", *, check: bool = True
+) -> Tensor:
     """Variance of each position's reward when the gains are noisy (FLEXREC.md section 5).
 
     The gains are taken as independent with variances ``gain_var`` and the IDCG is held fixed, so
@@ -45,22 +36,28 @@ def swap_reward_var(gains: Tensor, gain_var: Tensor, k: int = 0, mode: str = "ca
     Var(R(y)). A row with IDCG = 0 gets zeros.
 
     Args:
-        gains: gains (or their means) of the ranked items, position 0 first.
-        gain_var: variance of each gain, in the same ranked order (0 for an observed label).
+        gains: gains (or their means) of the ranked items, position 0 first; finite (negative
+            gains mean what they mean in ``swap_reward``).
+        gain_var: variance of each gain, in the same ranked order (0 for an observed label);
+            finite and >= 0.
         k: NDCG cutoff n; 0 means K.
         mode: as in ``swap_reward``.
+        check: False skips the value checks (finite gains, finite non-negative variances), which
+            sync the device; the caller promises valid inputs.
 
     Shapes:
         gains (B, K) float, gain_var (B, K) float -> (B, K), gains' dtype.
     """
-    _checks.check_2d("gains", gains, "(B, K)")
-    _checks.check_float("gains", gains)
-    _checks.check_float("gain_var", gain_var)
-    _checks.check_same_shape("gain_var", gain_var, "gains", gains)
-    _checks.check_same_device(("gains", gains), ("gain_var", gain_var))
-    _checks.check_mode(mode, reference.REWARD_MODES)
+    checks.check_2d("gains", gains, "(B, K)")
+    checks.check_float("gains", gains)
+    checks.check_float("gain_var", gain_var)
+    checks.check_same_shape("gain_var", gain_var, "gains", gains)
+    checks.check_same_device(("gains", gains), ("gain_var", gain_var))
+    checks.check_mode(mode, reference.REWARD_MODES)
     if k < 0:
         raise ValueError(f"k must be >= 0 (0 means the whole list), got {k}")
-    if not _checks._is_fake(gain_var) and bool((gain_var < 0).any()):
-        raise ValueError("gain_var has negative entries; variances must be >= 0 (0 for an observed label)")
+    if check:
+        checks.check_finite("gains", gains, GAINS_ARE)
+        checks.check_finite("gain_var", gain_var, VARIANCES_ARE)
+        checks.check_nonnegative("gain_var", gain_var, VARIANCES_ARE)
     return _swap_reward_var(gains.contiguous(), gain_var.to(gains.dtype).contiguous(), int(k), mode)

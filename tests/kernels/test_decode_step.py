@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import flexrec.ops as ops
-from flexrec import backend
+from flexrec.ops import backend
 from flexrec.ops import reference as R
 
 from _kernel_helpers import ODD_KS, TOL, gumbel_noise
@@ -139,7 +139,7 @@ TRITON_BACKEND_SCRIPT = textwrap.dedent(
     """
     import torch
     import flexrec.ops as ops
-    from flexrec import backend
+    from flexrec.ops import backend
     from flexrec.ops import reference as R
 
     ops_ = ["swap_reward", "swap_reward_var", "pool_sample", "candidate_logits",

@@ -1,4 +1,9 @@
-"""Input checks shared by the public ops: each message says what is wrong and what to do."""
+"""Input checks of the public ops: each message says what is wrong and what to do.
+
+The ops call them on every call unless given ``check=False``. Checks marked "value check" read the
+tensors' values, which on a GPU is a host sync; a hot loop makes them once, before the loop (for
+decoding: ``check_decode_inputs``), and then calls the op with ``check=False``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import torch
 from torch import Tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+GAINS_ARE = "gains are graded labels (or 2^label - 1); check the labels or the critic's outputs upstream"
+VARIANCES_ARE = "variances of the gains (0 for an observed label); check the critic's outputs upstream"
 
 
 def check_2d(name: str, x: Tensor, shape_hint: str) -> None:
@@ -56,7 +63,7 @@ def check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}; use 1.0 for plain sampling")
 
 
-def _is_fake(x: Tensor) -> bool:
+def is_fake(x: Tensor) -> bool:
     # Value checks need real data: skip them while torch.compile traces and on meta/fake tensors
     # (the compiled kernels check the same invariants again).
     return (
@@ -68,7 +75,7 @@ def _is_fake(x: Tensor) -> bool:
 
 def check_permutation(name: str, perm: Tensor) -> None:
     """Each row of perm (B, K) must list 0..K-1 exactly once (one sort, one compare)."""
-    if _is_fake(perm) or perm.numel() == 0:
+    if is_fake(perm) or perm.numel() == 0:
         return
     K = perm.shape[-1]
     expected = torch.arange(K, device=perm.device)
@@ -84,7 +91,7 @@ def check_permutation(name: str, perm: Tensor) -> None:
 
 def check_ids(name: str, ids: Tensor, V: int) -> None:
     """ids (N, K) in [0, V) and distinct within each row."""
-    if _is_fake(ids) or ids.numel() == 0:
+    if is_fake(ids) or ids.numel() == 0:
         return
     lo, hi = int(ids.min()), int(ids.max())
     if lo < 0 or hi >= V:
@@ -101,16 +108,44 @@ def check_ids(name: str, ids: Tensor, V: int) -> None:
 
 
 def check_no_nan(name: str, x: Tensor) -> None:
-    if not _is_fake(x) and bool(torch.isnan(x).any()):
+    """Value check: no NaN in x."""
+    if not is_fake(x) and bool(torch.isnan(x).any()):
         raise ValueError(f"{name} contains NaN; check the model's outputs or the inputs upstream")
 
 
+def _first(name: str, x: Tensor, bad: Tensor) -> str:
+    """'name[i, j] = value' of the first True entry of ``bad``."""
+    at = tuple(int(i) for i in bad.nonzero()[0])
+    return f"{name}[{', '.join(map(str, at))}] is {x[at].item()}"
+
+
+def check_finite(name: str, x: Tensor, what: str) -> None:
+    """Value check: no NaN or infinity in x. ``what`` says what x is and where a bad value comes
+    from."""
+    if is_fake(x) or x.numel() == 0:
+        return
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        raise ValueError(f"{_first(name, x, bad)}; {name} must be finite: {what}")
+
+
+def check_nonnegative(name: str, x: Tensor, what: str) -> None:
+    """Value check: every entry >= 0."""
+    if is_fake(x) or x.numel() == 0:
+        return
+    bad = x < 0
+    if bool(bad.any()):
+        raise ValueError(f"{name} has negative entries ({_first(name, x, bad)}); {name} must be >= 0 ({what})")
+
+
 def check_pool_inputs(
-    op: str, used: Tensor, gumbel: Tensor | None, temperature: float, like_name: str, like: Tensor
+    op: str, used: Tensor, gumbel: Tensor | None, temperature: float, like_name: str, like: Tensor,
+    check_values: bool = True,
 ) -> list[tuple[str, Tensor]]:
     """Checks of one decoding step's pool state (pool_sample and decode_step): ``used`` and
     ``gumbel`` shaped like ``like`` (B, K), a positive temperature, and every row with at least
-    one candidate left. Returns the (name, tensor) pairs for the device check."""
+    one candidate left (a value check, skipped when ``check_values`` is False). Returns the
+    (name, tensor) pairs for the device check."""
     check_bool("used", used)
     check_same_shape("used", used, like_name, like)
     named = [("used", used)]
@@ -119,7 +154,7 @@ def check_pool_inputs(
         check_same_shape("gumbel", gumbel, like_name, like)
         named.append(("gumbel", gumbel))
     check_temperature(temperature)
-    if not _is_fake(used) and bool(used.all(dim=-1).any()):
+    if check_values and not is_fake(used) and bool(used.all(dim=-1).any()):
         row = int(used.all(dim=-1).nonzero()[0, 0])
         raise ValueError(
             f"{op}: row {row} has no allowed candidate (every entry of used is True); "
@@ -158,3 +193,26 @@ def check_head_inputs(
             raise TypeError(f"bias is {bias.dtype} but weight is {weight.dtype}; cast one of them")
         named.append(("bias", bias))
     return named
+
+
+def check_decode_inputs(
+    hidden: Tensor,
+    weight: Tensor,
+    cand_ids: Tensor,
+    used: Tensor | None = None,
+    gumbel: Tensor | None = None,
+    temperature: float = 1.0,
+    bias: Tensor | None = None,
+) -> None:
+    """Every check ``flexrec.ops.decode_step`` makes, once: a decoding loop calls this before its
+    first step and then ``decode_step(..., check=False)`` each step, so that the K steps make no
+    host sync. ``used=None`` stands for the first step's all-False pool.
+
+    Shapes: as ``flexrec.ops.decode_step``.
+    """
+    if used is None:
+        used = torch.zeros(cand_ids.shape, dtype=torch.bool, device=cand_ids.device)
+    named = check_head_inputs(hidden, weight, cand_ids, bias)
+    named += check_pool_inputs("decode_step", used, gumbel, temperature, "cand_ids", cand_ids)
+    check_same_device(*named)
+    check_ids("cand_ids", cand_ids, weight.shape[0])
