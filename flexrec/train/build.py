@@ -77,9 +77,10 @@ def build_policy(cfg: TrainConfig, data: InteractionData, train_examples: list[R
 
 
 def ops_backends(device_type: str) -> dict[str, str]:
-    """The implementation each op runs on ``device_type`` ("c", "cuda", "triton" or "ref"), as chosen at
-    import; printed with the run's config and saved in it, so a fallback to the reference is seen."""
-    import flexrec.ops  # noqa: F401  (registers every op, which makes the choice)
-    from flexrec import backend
+    """Whether the compiled extension loaded ("extension": "loaded" or "missing: <why>") and the implementation
+    each op runs on ``device_type`` ("c", "cuda", "triton" or "ref"), as chosen at import. Printed with the
+    run's config and saved in it, so that a fallback to the pure-torch reference is a choice the user sees."""
+    from flexrec.ops import backend_summary
 
-    return {op: b for (op, dev), b in sorted(backend.CHOICES.items()) if dev == device_type}
+    summary = backend_summary()
+    return {"extension": summary["extension"], **summary[device_type]}

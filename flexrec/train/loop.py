@@ -134,8 +134,9 @@ def setup(cfg: TrainConfig) -> Run:
         gains, gain_var, report_lines = resume["gains"], resume["gain_var"], list(resume.get("report_lines", []))
     else:
         gains, gain_var, report_lines = fill_labels(cfg, data, splits, train_ex)
-    report_lines = [f"Code: {describe_code(meta['code_version'])}. Ops backends on {device.type}: "
-                    + ", ".join(f"{op} {b}" for op, b in meta["ops_backends"].items()) + "."] + \
+    ops = dict(meta["ops_backends"])
+    report_lines = [f"Code: {describe_code(meta['code_version'])}. Compiled extension: {ops.pop('extension')}. "
+                    f"Ops backends on {device.type}: " + ", ".join(f"{op} {b}" for op, b in ops.items()) + "."] + \
         [line for line in report_lines if not line.startswith("Code: ")]
 
     order = cfg.need_order.split(",")  # the SFT curriculum's order; needs it does not name come last

@@ -105,7 +105,9 @@ def test_load_run_uses_the_trainers_thread_policy(tmp_path, small_config):
 def test_run_config_records_code_version_and_ops_backends(tmp_path, small_config):
     train(small_config(tmp_path, sft_steps=1, rl_steps=0))
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert set(saved["ops_backends"]) >= {"swap_reward", "decode_step", "pool_sample"}
+    assert set(saved["ops_backends"]) >= {"extension", "swap_reward", "decode_step", "pool_sample"}
+    loaded = saved["ops_backends"]["extension"] == "loaded"
+    assert saved["ops_backends"]["swap_reward"] == ("c" if loaded else "ref")  # the fallback is recorded, not hidden
     assert set(saved["code_version"]) == {"commit", "dirty"}
 
 
