@@ -78,7 +78,11 @@ def test_ml100k_missing_files_and_columns(tmp_path):
     with pytest.raises(FileNotFoundError, match="u.data"):
         load("ml-100k", tmp_path)
     (tmp_path / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\n1\t2\t3\n")
-    with pytest.raises(ValueError, match=r"ml-100k.inter: missing column\(s\) \['timestamp'\]"):
+    with pytest.raises(FileNotFoundError, match="ml-100k.item not found"):
+        load("ml-100k", tmp_path)
+    (tmp_path / "ml-100k.item").write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                                           "2\tA\t1990\tDrama\n")
+    with pytest.raises(ValueError, match=r"ml-100k.inter, line 1, column 'timestamp': missing column"):
         load("ml-100k", tmp_path)
 
 
@@ -98,7 +102,7 @@ def test_ml1m_bad_inputs(ml1m_dir, tmp_path):
         load("ml-1m", ml1m_dir)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "ratings.dat").write_text("1::2::3\n")
-    with pytest.raises(ValueError, match=r"ratings.dat:1: expected at least 4 fields"):
+    with pytest.raises(ValueError, match=r"ratings.dat, line 1: expected at least 4 fields"):
         load("ml-1m", tmp_path / "bad")
 
 
