@@ -184,10 +184,12 @@ def example_of(j: int, p: Prepared) -> RankingExample:
 
 
 def rank_requests(run, requests: Iterable[Any], batch_size: int = 64, progress: bool = False,
-                  with_prompts: bool = False) -> list[dict]:
+                  with_prompts: bool = False, prompts_only: bool = False) -> list[dict]:
     """Rank each request with a TrainedRun (see the module docstring); one answer per request, in order.
 
-    ``with_prompts`` adds each ranked request's prompt text ("prompt"), e.g. to serve it elsewhere.
+    ``with_prompts`` adds each ranked request's prompt text ("prompt"). ``prompts_only`` ranks nothing: each
+    answer is ``{"id", "prompt", "candidates": [item ids, slot order], "error"}``, what a model exported with
+    ``flexrec.export`` is given to rank elsewhere.
     """
     from flexrec.train_setup import use_compact_prompts
 
@@ -219,8 +221,11 @@ def rank_requests(run, requests: Iterable[Any], batch_size: int = 64, progress: 
         bar.update(len(requests) - len(prepared))
     run.policy.eval()
     for batch in batches:
-        for j, answer in zip(batch, rank_batch(run, view, [examples[j] for j in batch], with_prompts)):
+        for j, answer in zip(batch, rank_batch(run, view, [examples[j] for j in batch], with_prompts, prompts_only)):
             p = prepared[j]
+            if prompts_only and "error" not in answer:
+                answer = {"prompt": answer["prompt"], "candidates": [catalogue.keys[i] for i in p.candidates],
+                          "error": None}
             answers[p.position] = {"id": p.id, **answer} if "error" in answer else {
                 "id": p.id, "ranking": [catalogue.keys[i] for i in answer["ranking"]], "probs": answer["probs"],
                 "error": None, **({"prompt": answer["prompt"]} if with_prompts else {})}
@@ -232,16 +237,19 @@ def rank_requests(run, requests: Iterable[Any], batch_size: int = 64, progress: 
 
 
 @torch.no_grad()
-def rank_batch(run, view: InteractionData, examples: list[RankingExample], with_prompts: bool) -> list[dict]:
+def rank_batch(run, view: InteractionData, examples: list[RankingExample], with_prompts: bool,
+               prompts_only: bool = False) -> list[dict]:
     """Greedy rankings of examples that share K; a batch that fails is retried one request at a time, so
     one bad request (a prompt over the token budget, ...) fails alone."""
     try:
         batch = run.collate(examples, run.tokenizer, view)
+        if prompts_only:
+            return [{"prompt": prompt} for prompt in batch.prompts]
         out = run.policy.rank(batch.input_ids.to(run.device), batch.attention_mask.to(run.device), examples[0].K,
                               greedy=True)
     except ValueError as err:
         if len(examples) > 1:
-            return [a for ex in examples for a in rank_batch(run, view, [ex], with_prompts)]
+            return [a for ex in examples for a in rank_batch(run, view, [ex], with_prompts, prompts_only)]
         return [{"ranking": None, "probs": None, "error": str(err)}]
     perm, probs = out.perm[:, 0].cpu(), out.logprob[:, 0].float().exp().cpu()
     return [{"ranking": ex.items[perm[b].numpy()].tolist(), "probs": [round(float(x), 6) for x in probs[b]],
@@ -287,6 +295,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="requests decoded together")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--with-prompts", action="store_true", help="add each request's prompt text to its answer")
+    parser.add_argument("--prompts-only", action="store_true",
+                        help="rank nothing: write each request's prompt and candidates (for a model from flexrec.export)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     from flexrec.rank import read_requests as read  # not __main__'s copy: its RequestError is the one checked
@@ -299,14 +309,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"flexrec.rank: error: {err}", file=sys.stderr)
         return 2
     answers = run.rank_requests(requests, batch_size=args.batch_size, progress=not args.no_progress,
-                                with_prompts=args.with_prompts)
+                                with_prompts=args.with_prompts, prompts_only=args.prompts_only)
     lines = [json.dumps(a, ensure_ascii=False) for a in answers]
     if args.output == "-":
         sys.stdout.write("".join(line + "\n" for line in lines))
     else:
         write_atomic(args.output, lines)
     failed = [a for a in answers if a["error"]]
-    print(f"flexrec.rank: ranked {len(answers) - len(failed)} of {len(answers)} requests"
+    print(f"flexrec.rank: {'rendered' if args.prompts_only else 'ranked'} {len(answers) - len(failed)} of "
+          f"{len(answers)} requests"
           + ("" if args.output == "-" else f" -> {args.output}")
           + (f"; {len(failed)} with an error:" if failed else ""), file=sys.stderr)
     for a in failed[:10]:
