@@ -190,3 +190,14 @@ def test_parquet(tmp_path):
     pq.write_table(pa.table(items), tmp_path / "items.parquet")
     data = load(f"parquet:{tmp_path / 'inter.parquet'}", items=str(tmp_path / "items.parquet"), n_heldout=2)
     assert_same_data(data, from_frames(inter, items, name="inter", n_heldout=2))
+
+
+def test_a_bad_file_stops_training_before_the_run_directory_exists(tmp_path, capsys):
+    from flexrec.train import main
+
+    write(tmp_path / "inter.csv", INTER.replace("1,2,5,200", "1,2,five,200"))
+    write(tmp_path / "items.csv", ITEMS)
+    out = tmp_path / "run"
+    assert main(["--data", f"csv:{tmp_path / 'inter.csv'}?items={tmp_path / 'items.csv'}", "--out", str(out)]) == 2
+    assert "inter.csv, line 3, column 'rating': 'five' is not a number" in capsys.readouterr().err
+    assert not out.exists()
