@@ -143,7 +143,8 @@ def prepare(position: int, request: Any, data: InteractionData, catalogue: Catal
             compact: bool) -> Prepared:
     """Check one request; raises RequestError with what is wrong."""
     if not isinstance(request, dict):
-        raise RequestError(f"expected a JSON object with candidates and need, got {json.dumps(request, default=str)[:60]}")
+        raise RequestError("expected a JSON object with candidates and need, got "
+                           f"{json.dumps(request, default=str)[:60]}")
     candidates = request.get("candidates")
     if not isinstance(candidates, list) or not candidates:
         raise RequestError("candidates: expected a non-empty list of item ids or titles, got "
@@ -296,7 +297,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--with-prompts", action="store_true", help="add each request's prompt text to its answer")
     parser.add_argument("--prompts-only", action="store_true",
-                        help="rank nothing: write each request's prompt and candidates (for a model from flexrec.export)")
+                        help="rank nothing: write each request's prompt and candidates (for flexrec.export's model)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     from flexrec.rank import read_requests as read  # not __main__'s copy: its RequestError is the one checked
