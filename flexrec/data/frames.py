@@ -162,10 +162,7 @@ def read_parquet(path: Path) -> Table:
             raise ValueError(f"{path}: reading Parquet needs pandas or pyarrow (pip install pyarrow); "
                              "or save the file as CSV") from err
         frame = pq.read_table(path).to_pydict()
-    table = as_table(frame, str(path))
-    table.numbers = [n + 1 for n in table.numbers]  # the header is no line, but rows count from 2 as in CSV
-    table.unit = "row"
-    return table
+    return as_table(frame, str(path))  # rows numbered from 1 (Parquet has no header line)
 
 
 def read_table(path: str | Path) -> Table:
