@@ -121,3 +121,12 @@ def test_prompts_only_gives_the_prompts_that_are_ranked(run):
     assert [a["prompt"] for a in answers] == run.collate(examples, run.tokenizer, run.data).prompts
     assert [a["prompt"] for a in answers] == [a["prompt"] for a in ranked]
     assert answers[0]["candidates"] == [run.data.item_keys[i] for i in examples[0].items]
+
+
+def test_a_bad_run_or_input_writes_nothing(run, tmp_path, capsys):
+    (tmp_path / "requests.jsonl").write_text("{}\n")
+    out = tmp_path / "answers.jsonl"
+    assert main(["--run", str(tmp_path), "--input", str(tmp_path / "requests.jsonl"), "--output", str(out)]) == 2
+    assert "no config.json" in capsys.readouterr().err and not out.exists()
+    assert main(["--run", run.config.out, "--input", str(tmp_path / "missing.jsonl"), "--output", str(out)]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err and not out.exists()
