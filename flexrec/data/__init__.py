@@ -49,6 +49,7 @@ def load(name: str, path: str | None = None, items: str | None = None, **options
             raise ValueError(f"--data {name}: name the {'folder' if kind == 'recbole' else 'file'}, e.g. {kind}:PATH")
         items = items or spec_options.pop("items", None)
         columns = {**spec_options.pop("columns", {}), **(options.pop("columns", None) or {})}
+        options = {**spec_options, **options}  # duplicates, category_sep
         if kind == "recbole":
             if items:
                 raise ValueError(f"--data {name}: RecBole data keeps its items in NAME.item beside NAME.inter; "

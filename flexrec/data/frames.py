@@ -6,7 +6,8 @@
     data = from_frames(interactions_df, items_df)            # pandas frames, dicts of columns or lists of rows
 
 From the command line: ``--data recbole:DIR`` or ``--data csv:INTER.csv --items ITEMS.csv`` (a column
-mapping and the item file can also ride in the name: ``csv:ratings.csv?items=movies.csv&item_id=movieId``).
+mapping, the item file and ``duplicates=last`` can also ride in the name:
+``csv:ratings.csv?items=movies.csv&item_id=movieId``).
 
 The columns (flexrec's name: what it holds; the names recognised without a mapping):
 - interactions: user_id (any id: userId, user), item_id (item_id, itemId, movieId, item), rating (a number on
@@ -465,7 +466,8 @@ def load_csv(interactions: str | Path, items: str | Path | None = None,
 def parse_spec(spec: str) -> tuple[str, dict]:
     """"ratings.csv?items=movies.csv&item_id=movieId" -> ("ratings.csv", {"items": ..., "columns": {...}}).
 
-    The query part is optional; its keys are ``items`` and flexrec column names (an empty value maps to None).
+    The query part is optional; its keys are ``items``, ``duplicates``, ``category_sep`` and flexrec column
+    names (an empty value maps the column to None), so a command line can say all of it in ``--data``.
     """
     path, sep, query = spec.partition("?")
     if not sep:
@@ -476,8 +478,8 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         key, eq, value = part.partition("=")
         if not eq or not re.fullmatch(r"\w+", key):
             raise ValueError(f"{spec!r}: expected PATH?key=value&..., got {part!r}")
-        if key == "items":
-            out["items"] = value
+        if key in ("items", "duplicates", "category_sep"):
+            out[key] = value
         else:
             columns[key] = value or None
     if columns:

@@ -165,6 +165,9 @@ def test_good_small_files_load_and_the_spec_carries_a_mapping(tmp_path):
         "r.csv", {"items": "m.csv", "columns": {"rating": "stars", "categories": None}})
     data = load(f"csv:{tmp_path / 'inter.csv'}?items={tmp_path / 'items.csv'}&rating=stars", n_heldout=1)
     assert data.n_items == 3 and data.n_users == 2 and data.name == "inter"
+    write(tmp_path / "twice.csv", INTER + "1,2,4,500\n")
+    twice = load(f"csv:{tmp_path / 'twice.csv'}?items={tmp_path / 'items.csv'}&duplicates=last", n_heldout=1)
+    assert len(twice.history_items) + len(twice.true_interest) == 4
     with pytest.raises(ValueError, match="the item file is missing"):
         load(f"csv:{tmp_path / 'inter.csv'}")
 
