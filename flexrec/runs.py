@@ -69,6 +69,15 @@ class TrainedRun:
         out = [ranker.rank(examples[start:start + batch_size]) for start in range(0, len(examples), batch_size)]
         return torch.cat(out) if out else torch.empty(0, K, dtype=torch.long)
 
+    def rank_requests(self, requests: list, batch_size: int = 64, progress: bool = False,
+                      with_prompts: bool = False, prompts_only: bool = False) -> list[dict]:
+        """Rank your users' candidates: each request a dict with a history (item ids or titles, optional
+        ratings), 1..K candidates and a need; one answer per request, ``{"id", "ranking", "probs", "error"}``,
+        a bad request answered with its error while the others are ranked (``flexrec.rank``)."""
+        from flexrec.rank import rank_requests
+
+        return rank_requests(self, requests, batch_size, progress, with_prompts, prompts_only)
+
 
 def load_run(run_dir: str | Path, device: str = "cpu", untrained: bool = False,
              threads: Optional[int] = None) -> TrainedRun:

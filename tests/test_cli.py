@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-COMMANDS = ["flexrec.train", "flexrec.eval", "flexrec.data", "flexrec.experiments", "flexrec.experiments.fidelity"]
+COMMANDS = ["flexrec.train", "flexrec.eval", "flexrec.data", "flexrec.experiments", "flexrec.experiments.fidelity",
+            "flexrec.rank", "flexrec.export"]
 
 
 def _exit_code(main, argv) -> int:
@@ -17,7 +18,8 @@ def _exit_code(main, argv) -> int:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_renders(command, capsys):
-    module = importlib.import_module(command + ("" if command.endswith("fidelity") else ".__main__"))
+    package = importlib.import_module(command)
+    module = importlib.import_module(command + ".__main__") if hasattr(package, "__path__") else package
     assert _exit_code(module.main, ["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: python -m " + command.replace(".__main__", ""))

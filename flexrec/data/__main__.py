@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from . import DATASETS, NEEDS, build_examples, load
+from . import DATASETS, NEEDS, SOURCES, build_examples, load
 from .prompts import count_tokens, render_prompt
 from .slots import add_slot_tokens
 from .tiny_tokenizer import default_corpus, train_tiny_tokenizer
@@ -19,7 +19,9 @@ from .tiny_tokenizer import default_corpus, train_tiny_tokenizer
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flexrec.data", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="synthetic", choices=DATASETS)
+    parser.add_argument("--data", default="synthetic",
+                        help=f"{' | '.join(DATASETS)}, or your own data: {' | '.join(SOURCES)}")
+    parser.add_argument("--items", default=None, help="the item file of --data csv:FILE")
     parser.add_argument("--path", default=None, help="dataset folder (ml-1m, kuairec; optional for ml-100k)")
     parser.add_argument("--tokenizer", default=None, help="a Hugging Face tokenizer folder (default: tiny BPE)")
     parser.add_argument("--K", type=int, default=30)
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
-        data = load(args.data, args.path, **({"seed": args.seed} if args.data == "synthetic" else {}))
+        data = load(args.data, args.path, **({"seed": args.seed} if args.data == "synthetic" else
+                                             {"items": args.items} if args.items else {}))
     except (FileNotFoundError, ValueError) as error:  # a missing file or column: say which, no traceback
         parser.error(str(error))
     print(f"== dataset {data.name}")

@@ -16,7 +16,9 @@ A watch ratio maps to labels by `interest_range = (0, 2)` (a ratio of 2 or more 
 Days are UTC days from the first date of item_daily_features.csv; the trend signal is the plays in the
 `trend_window` days before the day after the user's last history row.
 Numeric files are streamed (big_matrix.csv has 12.5M rows): rows of other users are not kept, and
-rows with an empty or NaN value are dropped with a count in the log.
+rows with an empty or NaN value are dropped with a count in the log (the official files have such rows).
+A missing column is a `flexrec.data.frames.DataFileError`, as for every loader. The split is KuaiRec's own,
+not `flexrec.data.frames`' per-user time split: the truth is the fully observed small matrix.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .frames import DataFileError
 from .world import InteractionData, SparseLabels, histories_to_csr, observe_subset
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,7 @@ def open_columns(path: Path):
     missing = [c for c in COLUMNS[path.name] if c not in header]
     if missing:
         f.close()
-        raise ValueError(f"{path}: missing column(s) {missing}; expected {', '.join(COLUMNS[path.name])}")
+        raise DataFileError(str(path), 1, missing[0], f"missing column; expected {', '.join(COLUMNS[path.name])}")
     return f, reader, [header.index(c) for c in COLUMNS[path.name]]
 
 
@@ -93,7 +96,8 @@ def load_kuairec(path: str | Path | None = None, n_history: int = 20, max_histor
                  observe_fraction: float = 0.1, seed: int = 0, trend_window: int = 1) -> InteractionData:
     """Load KuaiRec 2.0 from its `data/` folder (see the module docstring)."""
     if path is None:
-        raise FileNotFoundError("KuaiRec cannot be downloaded here: pass path= to the KuaiRec 2.0 data/ folder")
+        raise FileNotFoundError("KuaiRec cannot be downloaded here: give --data-path DIR (path= in Python), the KuaiRec 2.0 "
+                                "data/ folder")
     folder = Path(path)
     small = read_numeric(folder / "small_matrix.csv")
     categories = read_text(folder / "item_categories.csv")

@@ -24,6 +24,7 @@ import torch
 from flexrec.config import EVAL_BATCH, TrainConfig, data_options, need_list, set_threads, to_dict, validate
 from flexrec.critic import build_imputer, calibrate, fill_pools
 from flexrec.data import NEEDS, build_examples, load, split_users
+from flexrec.data.frames import absolute_spec
 from flexrec.eval.evaluate import ItemPopularityRanker, PolicyRanker, mean_metrics
 from flexrec.models import check_model_spec
 from flexrec.train import data_parallel, distributed
@@ -81,6 +82,9 @@ def resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, Optional[dict]]:
                                   progress=cfg.progress, **launch)
     else:
         check_new_run(cfg.out, cfg.overwrite)
+        # your own data's files, absolute in the saved config, so that the run reloads from any directory
+        cfg = dataclasses.replace(cfg, data=absolute_spec(cfg.data),
+                                  items=str(Path(cfg.items).resolve()) if cfg.items else "")
     data_parallel.check(cfg, distributed.planned_world(), resuming=resume is not None)
     check_model_spec(cfg.model)
     return cfg, resume

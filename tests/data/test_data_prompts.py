@@ -199,4 +199,4 @@ def test_cli_on_kuairec_files(kuairec_dir, capsys):
     assert "== dataset kuairec" in out and "watched" in out and "<c19>" in out
     with pytest.raises(SystemExit):
         main(["--data", "ml-1m"])
-    assert "pass path=" in capsys.readouterr().err
+    assert "--data-path DIR" in capsys.readouterr().err

@@ -123,3 +123,11 @@ def test_progress_bar_names_the_stage(tmp_path, small_config, capsys):
     train(small_config(tmp_path, sft_steps=1, rl_steps=1, progress=True))
     err = capsys.readouterr().err
     assert "SFT" in err and "RL" in err and "evaluation" in err
+
+
+@pytest.mark.parametrize("name", ["ml-1m", "kuairec"])
+def test_missing_dataset_names_the_cli_flag(name):
+    from flexrec.data import load
+
+    with pytest.raises(FileNotFoundError, match="--data-path DIR"):
+        load(name)
