@@ -30,7 +30,7 @@ from flexrec.models import check_model_spec
 from flexrec.train import data_parallel, distributed
 from flexrec.train.build import build_policy, make_collate, ops_backends
 from flexrec.train.report import results_table, write_report
-from flexrec.train.rundir import (RunDir, check_new_run, code_version, describe_code, load_checkpoint, rng_state,
+from flexrec.train.rundir import (RunDir, check_new_run, check_report_to, code_version, describe_code, load_checkpoint, rng_state,
                                   set_rng_state)
 from flexrec.train.steps import need_weights, rl_optimizer, rl_step, sample_batch, sft_step
 
@@ -87,6 +87,7 @@ def resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, Optional[dict]]:
                                   items=str(Path(cfg.items).resolve()) if cfg.items else "")
     data_parallel.check(cfg, distributed.planned_world(), resuming=resume is not None)
     check_model_spec(cfg.model)
+    check_report_to(cfg.report_to)
     return cfg, resume
 
 

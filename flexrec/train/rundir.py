@@ -136,6 +136,18 @@ class RunDir:
             self._tracker(None, None)
 
 
+def check_report_to(report_to: str) -> None:
+    """Fail before any work when the tracker that ``--report-to`` names is not installed."""
+    module = {"tensorboard": "torch.utils.tensorboard", "wandb": "wandb"}.get(report_to)
+    if module is None:
+        return
+    try:
+        __import__(module)
+    except ImportError as err:
+        raise RunDirError(f"--report-to {report_to} needs {report_to}: pip install {report_to}"
+                          + (" (WANDB_MODE=offline works without an account)" if report_to == "wandb" else "")) from err
+
+
 def _tracker(report_to: str, path: Path, config: dict[str, Any]):
     """A ``log(step, scalars)`` function for TensorBoard or Weights & Biases; ``log(None, None)`` closes it."""
     if report_to == "none":

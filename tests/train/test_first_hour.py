@@ -131,3 +131,24 @@ def test_missing_dataset_names_the_cli_flag(name):
 
     with pytest.raises(FileNotFoundError, match="--data-path DIR"):
         load(name)
+
+
+def test_report_to_wandb_logs_every_row_and_fails_early_when_missing(tmp_path, small_config, monkeypatch):
+    import importlib.machinery
+    import sys
+    import types
+
+    logged, finished = [], []
+    fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)  # other libraries probe it with find_spec
+    fake.init = lambda **kw: types.SimpleNamespace(log=lambda values, step: logged.append((step, values)),
+                                                   finish=lambda: finished.append(True))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    train(small_config(tmp_path, sft_steps=2, rl_steps=1, report_to="wandb"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [step for step, _ in logged] == [r["step"] for r in rows] and finished == [True]
+    assert "sft/loss" in logged[0][1] and "rl/loss" in logged[-1][1]
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+    with pytest.raises(RunDirError, match="--report-to wandb needs wandb: pip install wandb"):
+        train(small_config(tmp_path, out=str(tmp_path / "other"), report_to="wandb"))
+    assert not (tmp_path / "other").exists()
