@@ -205,3 +205,31 @@ def test_a_bad_file_stops_training_before_the_run_directory_exists(tmp_path, cap
     assert main(["--data", f"csv:{tmp_path / 'inter.csv'}?items={tmp_path / 'items.csv'}", "--out", str(out)]) == 2
     assert "inter.csv, line 3, column 'rating': 'five' is not a number" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_items_setting_and_relative_paths_reload_from_elsewhere(tmp_path, ml100k, monkeypatch):
+    """--data csv:FILE --items FILE trains; the run's config holds absolute paths, so load_run works anywhere."""
+    import csv
+    import json
+
+    import flexrec
+    from flexrec.train.__main__ import main
+
+    _, ratings, movies = ml100k
+    users = sorted({r["user_id"] for r in ratings}, key=int)[:80]  # a slice of ML-100K, to train in seconds
+    with open(tmp_path / "r.csv", "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["user_id", "item_id", "rating", "timestamp"])
+        rows.writerows([[r["user_id"], r["item_id"], r["rating"], r["timestamp"]] for r in ratings
+                        if r["user_id"] in set(users)])
+    with open(tmp_path / "m.csv", "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["item_id", "title", "categories"])
+        rows.writerows([[item, title, "|".join(genres)] for item, title, genres in movies])
+    monkeypatch.chdir(tmp_path)
+    assert main(["--data", "csv:r.csv", "--items", "m.csv", "--out", "run", "--sft-steps", "1", "--rl-steps", "0",
+                 "--critic-epochs", "1", "--critic-ensemble", "1", "--eval-users", "4", "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"] == f"csv:{tmp_path / 'r.csv'}" and saved["items"] == str(tmp_path / "m.csv")
+    monkeypatch.chdir("/")
+    assert len(flexrec.load_run(tmp_path / "run").examples("val")) > 0
