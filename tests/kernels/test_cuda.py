@@ -4,7 +4,7 @@ tensors, against the reference, on a GPU. Every test skips cleanly without one."
 import pytest
 import torch
 
-from flexrec import _ext
+from flexrec.ops import extension as _ext
 from flexrec.ops import reference as R
 
 from _kernel_helpers import ODD_KS, TOL, assert_close_lowp, gumbel_noise, to64
