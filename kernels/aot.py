@@ -98,7 +98,6 @@ def _specs_for_shape(K: int, H: int, dt: str) -> list[tuple[str, str, dict, dict
 
     head = head_config(K, H)
     hw = head.pop("num_warps")
-    bw = head_config(K, H, backward=True)["num_warps"]
     for bias in (False, True):
         cx = {"HAS_BIAS": bias, **head, "C": c}
         args = {**ptrs("hidden_ptr weight_ptr", dt), "ids_ptr": "*i64", "bias_ptr": f"*{dt}",
@@ -106,7 +105,7 @@ def _specs_for_shape(K: int, H: int, dt: str) -> list[tuple[str, str, dict, dict
         out.append(("candidate_logits", "candidate_logits_kernel", args, cx, h_div, hw))
         args = {**ptrs("grad_ptr hidden_ptr weight_ptr", dt), "ids_ptr": "*i64",
                 **ptrs("grad_hidden_ptr grad_weight_ptr grad_bias_ptr", c), "K": "i32", "H": "i32"}
-        out.append(("candidate_logits", "candidate_logits_backward_kernel", args, cx, h_div, bw))
+        out.append(("candidate_logits", "candidate_logits_backward_kernel", args, cx, h_div, hw))
         for gumbel in (False, True):
             cx = {"HAS_BIAS": bias, "HAS_GUMBEL": gumbel, "TEMP_FROM_PTR": False, **head, "C": c}
             args = {**ptrs("hidden_ptr weight_ptr", dt), "ids_ptr": "*i64", "bias_ptr": f"*{dt}",

@@ -78,19 +78,19 @@ def candidate_logits_backward_kernel(grad_ptr, hidden_ptr, weight_ptr, ids_ptr, 
         tl.atomic_add(grad_bias_ptr + ids, g, mask=mk)
 
 
-def launch_config(K: int, H: int, backward: bool = False) -> dict:
-    """The block sizes and warps that candidate_logits (``backward``: its backward) and the fused
-    decode_step launch with for K candidates of hidden size H (also what ``flexrec.kernels.aot``
-    compiles).
+def launch_config(K: int, H: int) -> dict:
+    """The block sizes and warps that candidate_logits, its backward and the fused decode_step
+    launch with for K candidates of hidden size H (also what ``flexrec.kernels.aot`` compiles).
 
-    A (BLOCK_K, BLOCK_H) tile of at most 4096 elements, BLOCK_H >= 16 for coalesced row loads.
-    The backward keeps two tiles live (weight and grad * hidden): with 4 warps ptxas gave it 120 to
-    222 registers per thread at K = 30 and 100 (12% to 25% occupancy on sm_90); 8 warps halve the
-    elements per thread (62 to 64 registers, 50%). ``python -m flexrec.kernels.aot`` reports these.
+    A (BLOCK_K, BLOCK_H) tile of at most 4096 elements, BLOCK_H >= 16 for coalesced row loads,
+    and 8 warps from 2048-element tiles on (8 to 16 elements per thread): with 4 warps ptxas gave
+    the K = 30, H = 576 tile 94 registers per thread with a bias (31% occupancy on sm_90) and the
+    backward 120 to 222 at K = 30 and 100 (12% to 25%); with 8, 58 and 62 to 64 (50%)
+    (``python -m flexrec.kernels.aot``, benchmarks/RESULTS.md).
     """
     BLOCK_K = _util.block_k(K)
     BLOCK_H = max(16, min(triton.next_power_of_2(max(H, 1)), 4096 // BLOCK_K))
-    return {"BLOCK_K": BLOCK_K, "BLOCK_H": BLOCK_H, "num_warps": 8 if backward else 4}
+    return {"BLOCK_K": BLOCK_K, "BLOCK_H": BLOCK_H, "num_warps": 8 if BLOCK_K * BLOCK_H >= 2048 else 4}
 
 
 def candidate_logits(hidden: torch.Tensor, weight: torch.Tensor, cand_ids: torch.Tensor,
@@ -141,7 +141,7 @@ def candidate_logits_backward(grad: torch.Tensor, hidden: torch.Tensor, weight: 
         candidate_logits_backward_kernel[(N,)](
             grad, hidden, weight, cand_ids, grad_hidden, grad_weight,
             grad_bias if has_bias else grad_weight, K, H, HAS_BIAS=has_bias,
-            C=_util.tl_compute(grad.dtype), **launch_config(K, H, backward=True))
+            C=_util.tl_compute(grad.dtype), **launch_config(K, H))
     elif N > 0:
         grad_hidden.zero_()
     grad_bias = grad_bias.to(grad.dtype) if has_bias else grad.new_empty((0,))

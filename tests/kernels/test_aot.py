@@ -56,7 +56,7 @@ def test_specs_follow_the_launchers_config():
     for s in specs:
         assert s.constexprs["BLOCK_K"] == cfg["BLOCK_K"] == 32
         assert s.constexprs["BLOCK_H"] == cfg["BLOCK_H"] == 128  # 4096 // 32
-        assert s.num_warps == cfg["num_warps"]
+        assert s.num_warps == cfg["num_warps"] == 8  # a 4096-element tile
         assert s.signature["hidden_ptr"] == "*bf16"
     # K = 20 and K = 30 both launch BLOCK_K = 32: one specialisation serves both shapes.
     swap = [s for s in aot.kernel_specs(ks=(20, 30), hs=(64,), dtypes=("fp32",))
