@@ -305,7 +305,7 @@ def table(rows: list[dict]) -> str:
     lines = ["| kernel | target | config | shapes | regs/thread | spill st/ld (B) | shared (B) "
              "| blocks/SM, occupancy (sm_90) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        shapes = _shape_summary(r["shapes"])
+        shapes = shape_summary(r["shapes"])
         if not r["ok"]:
             lines.append(f"| {r['kernel']} | {r['target']} | {r['config']} | {shapes} | "
                          "FAILED | | | |")
@@ -316,7 +316,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _shape_summary(shapes: list[str]) -> str:
+def shape_summary(shapes: list[str]) -> str:
     """'K=30 H=576 bf16 bias', ... condensed: K, H and dtypes that share this specialisation."""
     ks, hs, dts = [], [], []
     for s in shapes:
