@@ -101,7 +101,7 @@ def test_a_kernel_that_does_not_compile_fails_with_its_name_shape_and_target(com
 def test_cli_exits_nonzero_naming_the_failure(compiled, monkeypatch, capsys):
     _, _, broken = compiled
     monkeypatch.setattr(aot, "representative_specs", lambda: [_broken_spec(4)])
-    monkeypatch.setattr(aot, "compile_all", lambda specs, targets: [broken[("BLOCK=4 w4", "sm_80")]])
+    monkeypatch.setattr(aot, "compile_all", lambda *args: [broken[("BLOCK=4 w4", "sm_80")]])
     assert aot.main(["--quick", "--targets", "80"]) == 1
     out, err = capsys.readouterr()
     assert "FAILED small_dot_kernel [BLOCK=4 w4] for sm_80 (shapes: K=4 fp32)" in err
