@@ -177,25 +177,38 @@ def demangle(names: list[str]) -> list[str]:
         return names
 
 
+# An sm_90 cubin counts the 1 KB of shared memory the runtime reserves per block in its static
+# shared memory (the same kernels show it on sm_90 and not on sm_80); occupancy_sm90 adds it.
+SM90_RESERVED_IN_CUBIN = 1024
+
+
 def cuda_rows(dump_text: str) -> list[dict]:
-    """One row per flexrec CUDA kernel, dtype, architecture and K, with sm_90 occupancy."""
+    """One row per flexrec CUDA kernel, dtype and K: sm_80 and sm_90 registers and local memory,
+    threads and shared memory per block, sm_90 occupancy."""
     from flexrec.kernels.aot import occupancy_sm90
 
-    out = []
+    per_arch: dict = {}
     for r in parse_cuobjdump(dump_text):
         m = re.search(r"flexrec::cuda::\(anonymous namespace\)::(\w+)<([^,>]+)", r["name"])
         if not m or m.group(1) not in CUDA_LAUNCH or m.group(2) not in CUDA_TYPES:
             continue
-        kernel, (dt, acc) = m.group(1), CUDA_TYPES[m.group(2)]
+        per_arch[(m.group(1), CUDA_TYPES[m.group(2)][0], r["arch"])] = r
+    out = []
+    for (kernel, dt, arch), r in per_arch.items():
+        if arch != "sm_90":
+            continue
+        acc = dict(CUDA_TYPES.values())[dt]
+        sm80 = per_arch.get((kernel, dt, "sm_80"), {})
         threads_of, smem_of = CUDA_LAUNCH[kernel]
+        static = max(r["shared"] - SM90_RESERVED_IN_CUBIN, 0)
         for K in CUDA_K:
             threads, dyn = threads_of(K), smem_of(K, acc)
-            blocks, occ = occupancy_sm90(r["regs"], r["shared"] + dyn, threads // 32)
-            out.append({"kernel": kernel, "dtype": dt, "arch": r["arch"], "K": K, "threads": threads,
-                        "regs": r["regs"], "local": r["local"], "stack": r["stack"],
-                        "static_shared": r["shared"], "dynamic_shared": dyn, "blocks": blocks,
-                        "occupancy": occ})
-    return sorted(out, key=lambda r: (r["kernel"], r["dtype"], r["arch"], r["K"]))
+            blocks, occ = occupancy_sm90(r["regs"], static + dyn, threads // 32)
+            out.append({"kernel": kernel, "dtype": dt, "K": K, "threads": threads,
+                        "regs": (sm80.get("regs"), r["regs"]), "local": (sm80.get("local"), r["local"]),
+                        "stack": (sm80.get("stack"), r["stack"]), "static_shared": static,
+                        "dynamic_shared": dyn, "blocks": blocks, "occupancy": occ})
+    return sorted(out, key=lambda r: (r["kernel"], r["dtype"], r["K"]))
 
 
 def build_cuda_dump() -> str:
@@ -220,7 +233,8 @@ def _reason(kernel: str, occupancy, spills) -> str:
     return " ".join(reasons)
 
 
-def section(triton: list[dict], seconds: float, cuda: list[dict], cuda_source: str) -> str:
+def section(triton: list[dict], seconds: float, cuda: list[dict], cuda_source: str,
+            command: str = COMMAND) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     import triton as _triton
 
@@ -231,7 +245,10 @@ def section(triton: list[dict], seconds: float, cuda: list[dict], cuda_source: s
         "## Kernel resources without a GPU (issue 20)",
         "",
         f"Generated {now} on {platform.node() or 'this machine'} ({os.cpu_count()} CPUs, no GPU) "
-        f"by `{COMMAND}`, Triton {_triton.__version__}. Occupancy is for an sm_90 SM (H100/H200): "
+        f"by `{command}` (`{COMMAND}` alone recompiles and rebuilds everything; `--aot-report` "
+        "reuses the JSON of `python -m flexrec.kernels.aot --targets 80,90 --report PATH`, "
+        "`--cuda-dump` the file of `FLEXREC_CUDA_RESOURCES=PATH .ci/check-cuda-build`), "
+        f"Triton {_triton.__version__}. Occupancy is for an sm_90 SM (H100/H200): "
         "blocks/SM = min(32, 64 / W, (65536 / (ceil(32 R / 256) * 256)) / W, 228 KB / (S + 1 KB)), "
         "each division rounded down, occupancy = blocks x W / 64 warps, for R registers per thread, "
         "W warps and S bytes of shared memory per block. Rows below "
@@ -268,20 +285,22 @@ def section(triton: list[dict], seconds: float, cuda: list[dict], cuda_source: s
         lines.append("Not generated: no `cuobjdump` dump of a CUDA build (run without `--no-cuda`).")
     else:
         lines += [
-            "Registers, local memory (spills and stack) and static shared memory from `cuobjdump "
-            "--dump-resource-usage` of the built .so; threads and dynamic shared memory per block "
-            "from the launchers (csrc/cuda/*.cu) at K = 30 and K = 100.",
+            "Registers, local memory (spills, local arrays) and stack, sm_80 / sm_90, and static shared "
+            "memory from `cuobjdump --dump-resource-usage` of the built .so (less the 1 KB per block "
+            "an sm_90 cubin counts as reserved); threads and dynamic shared memory per block from "
+            "the launchers (csrc/cuda/*.cu) at K = 30 and K = 100.",
             "",
-            "| kernel | dtype | arch | regs | local B | stack B | K | threads | shared B (static + dynamic) "
-            "| sm_90 blocks/SM, occupancy | why acceptable |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| kernel | dtype | K | regs sm_80 / sm_90 | local B | stack B | threads "
+            "| shared B (static + dynamic) | sm_90 blocks/SM, occupancy | why acceptable |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        pair = lambda v: f"{v[0]} / {v[1]}"  # noqa: E731
         for r in cuda:
-            occ = f"{r['blocks']}, {r['occupancy']:.0%}" if r["arch"] == "sm_90" else "-"
-            why = _reason(r["kernel"], r["occupancy"] if r["arch"] == "sm_90" else None, r["local"])
+            why = _reason(r["kernel"], r["occupancy"], max(x or 0 for x in r["local"]))
             lines.append(
-                f"| {r['kernel']} | {r['dtype']} | {r['arch']} | {r['regs']} | {r['local']} | {r['stack']} "
-                f"| {r['K']} | {r['threads']} | {r['static_shared']} + {r['dynamic_shared']} | {occ} | {why} |")
+                f"| {r['kernel']} | {r['dtype']} | {r['K']} | {pair(r['regs'])} | {pair(r['local'])} | "
+                f"{pair(r['stack'])} | {r['threads']} | {r['static_shared']} + {r['dynamic_shared']} | "
+                f"{r['blocks']}, {r['occupancy']:.0%} | {why} |")
     lines.append(END)
     return "\n".join(lines)
 
@@ -317,7 +336,8 @@ def main(argv=None) -> int:
         cuda = cuda_rows(dump)
         source = ("`.ci/check-cuda-build` with `FLEXREC_CUDA_RESOURCES`, torch 2.14.1+cu130, nvcc 13.0, "
                   "`TORCH_CUDA_ARCH_LIST=\"8.0;9.0\"`")
-    text = section(group_triton(rows), seconds, cuda, source)
+    command = " ".join(["python benchmarks/resources.py"] + list(sys.argv[1:] if argv is None else argv))
+    text = section(group_triton(rows), seconds, cuda, source, command)
     print(text)
     if args.write:
         write_section(text)

@@ -58,3 +58,6 @@ def test_reads_cuobjdump_resource_usage():
     # 40 regs -> 1280 per warp -> 51 warps; shared 128 + 2 * 30 * 4 = 368 B; one warp per block:
     # 32 blocks (the block limit) = 50%.
     assert (rows[0]["blocks"], rows[0]["occupancy"]) == (32, 0.5)
+    assert rows[0]["regs"] == (None, 40)  # no sm_80 cubin in the sample
+    # An sm_90 cubin's static shared memory counts the 1 KB reserved per block: taken out.
+    assert resources.cuda_rows(SAMPLE.replace("SHARED:128", "SHARED:1152"))[0]["static_shared"] == 128
