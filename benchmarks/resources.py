@@ -60,7 +60,7 @@ CUDA_TYPES = {"float": ("fp32", 4), "c10::BFloat16": ("bf16", 4)}  # the dtypes 
 # must have one; the table prints it.
 ACCEPTED = {
     "swap_reward_kernel": (
-        "one-warp program per row with its (BLOCK_K, BLOCK_J) pairwise tile in registers: the "
+        "one program per row with its (BLOCK_K, BLOCK_J) pairwise tile in registers: the "
         "causal and noncausal modes need the most registers. The tile work is register-resident "
         "compares and FMAs rather than memory latency, and a batch of thousands of rows still fills "
         "every SM several times over; halving BLOCK_J would trade registers for twice the loop "
@@ -70,8 +70,9 @@ ACCEPTED = {
         "four warps per row with a (BLOCK_K, BLOCK_H) tile and atomic adds into grad_weight: the "
         "atomics bound it, not occupancy."),
     "permutation_logprob_backward_kernel": (
-        "a (BLOCK_T, BLOCK_K) softmax tile and its gradient in registers; the kernel reads each "
-        "row's K x K logits once and is bandwidth-bound with this many resident warps."),
+        "a (BLOCK_T, BLOCK_K) softmax tile and its gradient in registers, low only at the largest "
+        "tile (the K = 30 rows are not). A smaller BLOCK_T would trade registers for more "
+        "programs per row; not changed before a GPU timing can choose between them."),
     "permutation_logprob_kernel": "as permutation_logprob_backward_kernel (the same tile).",
     "candidate_logits_kernel": "each program gathers K weight rows of H elements: long coalesced "
                                "loads, so few resident programs saturate bandwidth.",
