@@ -30,7 +30,6 @@ import sys
 import tempfile
 from collections import defaultdict
 
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
 BEGIN, END = "<!-- resources:begin -->", "<!-- resources:end -->"
@@ -97,9 +96,9 @@ def triton_rows(targets=(80, 90), report: str | None = None) -> tuple[list[dict]
         with open(report) as f:
             data = json.load(f)
         return data["rows"], data["seconds"]
-    from flexrec.kernels import aot
-
     import time
+
+    from flexrec.kernels import aot
 
     start = time.perf_counter()
     rows = aot.compile_all(aot.kernel_specs(), targets)
@@ -113,7 +112,7 @@ def group_triton(rows: list[dict]) -> list[dict]:
 
     groups: dict = defaultdict(list)
     for r in rows:
-        blocks = " ".join(t for t in r["config"].split() if t.startswith("BLOCK_") or t.startswith("w"))
+        blocks = " ".join(t for t in r["config"].split() if t.startswith(("BLOCK_", "w")))
         groups[(r["kernel"], blocks)].append(r)
     out = []
     for (kernel, blocks), rs in groups.items():
@@ -267,7 +266,7 @@ def section(triton: list[dict], seconds: float, cuda: list[dict], cuda_source: s
         "| sm_90 blocks/SM, occupancy (lowest) | why acceptable |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    rng = lambda v: (f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}") if v else "-"  # noqa: E731
+    rng = lambda v: (f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}") if v else "-"
     for g in sorted(triton, key=lambda g: (g["kernel"], g["K"], g["H"])):
         occ = "-" if g["occupancy"] is None else f"{g['blocks']}, {g['occupancy']:.0%}"
         if g["occupancy"] is not None and g["occupancy"] < LOW_OCCUPANCY:
@@ -295,7 +294,7 @@ def section(triton: list[dict], seconds: float, cuda: list[dict], cuda_source: s
             "| shared B (static + dynamic) | sm_90 blocks/SM, occupancy | why acceptable |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        pair = lambda v: f"{v[0]} / {v[1]}"  # noqa: E731
+        pair = lambda v: f"{v[0]} / {v[1]}"
         for r in cuda:
             why = _reason(r["kernel"], r["occupancy"], max(x or 0 for x in r["local"]))
             lines.append(

@@ -7,13 +7,14 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-import resources  # noqa: E402
+import resources
 
 sys.path.pop(0)
 
 
 def _const(name: str, cu: str) -> int:
-    text = open(os.path.join(ROOT, "csrc", "cuda", cu)).read()
+    with open(os.path.join(ROOT, "csrc", "cuda", cu)) as f:
+        text = f.read()
     return int(re.search(rf"constexpr int {name} = (\d+);", text).group(1))
 
 
@@ -29,7 +30,8 @@ def test_cuda_launch_shapes_match_the_sources():
     # row_threads (common.cuh): whole warps, about one thread per candidate, at most 256.
     assert [resources._row_threads(K) for K in (1, 30, 33, 100, 1000)] == [32, 32, 64, 128, 256]
     for cu, n in (("swap_reward.cu", 2), ("swap_reward_var.cu", 3)):
-        text = open(os.path.join(ROOT, "csrc", "cuda", cu)).read()
+        with open(os.path.join(ROOT, "csrc", "cuda", cu)) as f:
+            text = f.read()
         assert f"const size_t smem = {n} * K * sizeof(acc_t);" in text
 
 
