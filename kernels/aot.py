@@ -313,7 +313,8 @@ def table(rows: list[dict]) -> str:
             continue
         lines.append(f"| {r['kernel']} | {r['target']} | {r['config']} | {shapes} | {r['regs']} | "
                      f"{r['spill_stores']}/{r['spill_loads']} | {r['shared']} | "
-                     f"{r['blocks_per_sm90']}, {r['occupancy_sm90']:.0%} |")
+                     + (f"{r['blocks_per_sm90']}, {r['occupancy_sm90']:.0%} |" if r["target"] == "sm_90"
+                        else "- |"))
     return "\n".join(lines)
 
 
