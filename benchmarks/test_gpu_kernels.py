@@ -1,6 +1,7 @@
 """GPU: every provider of every op side by side, on the same inputs, in one run.
 
     pytest benchmarks/test_gpu_kernels.py -s        (skips without a GPU)
+    FLEXREC_GPU_BENCH=goals pytest ...               (goal points only, no torch.compile provider)
 
 Providers: ``eager`` (the pure-torch reference), ``compiled`` (torch.compile of the reference),
 ``triton`` (flexrec.kernels), ``cuda`` (torch.ops.flexrec_C, when built with FLEXREC_CUDA=1).
@@ -35,6 +36,14 @@ HEAD_DTYPE = torch.bfloat16  # LLM heads run in bf16
 GOAL_SWAP = {"B": 8192, "K": 30}
 GOAL_DECODE = {"B": 256, "K": 30, "H": 2048, "V": 151936}
 GOAL_PERM = {"B": 4096, "K": 30}
+# FLEXREC_GPU_BENCH=goals (benchmarks/gpu_session.sh): only the goal points and one SmolLM2-sized
+# head, and no torch.compile provider (its compiles alone would take minutes), so the run fits
+# the session's time budget. Default "all": every size of benchmarks/sizes.py.
+GOALS_ONLY = os.environ.get("FLEXREC_GPU_BENCH", "all") == "goals"
+LIST_SIZES = [GOAL_SWAP, GOAL_PERM] if GOALS_ONLY else (
+    GPU_SIZES + [s for s in (GOAL_SWAP, GOAL_PERM) if s not in GPU_SIZES])
+HEAD_SIZES = [{"B": 1024, "K": 30, "H": 576, "V": 49152}, GOAL_DECODE] if GOALS_ONLY else (
+    GPU_DECODE_SIZES + [s for s in (GOAL_DECODE,) if s not in GPU_DECODE_SIZES])
 
 
 def cuda_time(fn: Callable, warmup: int = 3, reps: int = 20) -> float:
@@ -77,8 +86,9 @@ COMPILED: dict[Callable, Callable] = {}
 def providers(op: str, ref: Callable, args: tuple) -> dict[str, Callable]:
     """Every provider of ``op`` as a zero-argument callable on the same ``args``."""
     out = {"eager": lambda: ref(*args)}
-    compiled = COMPILED.setdefault(ref, torch.compile(ref))  # one per op: recompiles go dynamic
-    out["compiled"] = lambda: compiled(*args)
+    if not GOALS_ONLY:
+        compiled = COMPILED.setdefault(ref, torch.compile(ref))  # one per op: recompiles go dynamic
+        out["compiled"] = lambda: compiled(*args)
     if triton_available():
         import importlib
 
@@ -162,9 +172,7 @@ def list_inputs(B: int, K: int) -> dict:
     }
 
 
-@pytest.mark.parametrize(
-    "size", GPU_SIZES + [s for s in (GOAL_SWAP, GOAL_PERM) if s not in GPU_SIZES], ids=size_id
-)
+@pytest.mark.parametrize("size", LIST_SIZES, ids=size_id)
 def test_ranked_list_ops(size):
     B, K = size["B"], size["K"]
     x = list_inputs(B, K)
@@ -239,9 +247,7 @@ def eager_full_vocab(hidden, weight, cand_ids, used, temperature=1.0):
     return index, logp.gather(1, index[:, None]).squeeze(1), used_out
 
 
-@pytest.mark.parametrize(
-    "size", GPU_DECODE_SIZES + [s for s in (GOAL_DECODE,) if s not in GPU_DECODE_SIZES], ids=size_id
-)
+@pytest.mark.parametrize("size", HEAD_SIZES, ids=size_id)
 def test_head_ops(size):
     B, K, H, V = size["B"], size["K"], size["H"], size["V"]
     x = head_inputs(B, K, H, V)

@@ -78,9 +78,19 @@ def candidate_logits_backward_kernel(grad_ptr, hidden_ptr, weight_ptr, ids_ptr, 
         tl.atomic_add(grad_bias_ptr + ids, g, mask=mk)
 
 
-def _block_h(BLOCK_K: int, H: int) -> int:
-    # (BLOCK_K, BLOCK_H) tile of at most 4096 elements, BLOCK_H >= 16 for coalesced row loads.
-    return max(16, min(triton.next_power_of_2(max(H, 1)), 4096 // BLOCK_K))
+def launch_config(K: int, H: int) -> dict:
+    """The block sizes and warps that candidate_logits, its backward and the fused decode_step
+    launch with for K candidates of hidden size H (also what ``flexrec.kernels.aot`` compiles).
+
+    A (BLOCK_K, BLOCK_H) tile of at most 4096 elements, BLOCK_H >= 16 for coalesced row loads,
+    and 8 warps from 2048-element tiles on (8 to 16 elements per thread): with 4 warps ptxas gave
+    the K = 30, H = 576 tile 94 registers per thread with a bias (31% occupancy on sm_90) and the
+    backward 120 to 222 at K = 30 and 100 (12% to 25%); with 8, 58 and 62 to 64 (50%)
+    (``python -m flexrec.kernels.aot``, benchmarks/RESULTS.md).
+    """
+    BLOCK_K = _util.block_k(K)
+    BLOCK_H = max(16, min(triton.next_power_of_2(max(H, 1)), 4096 // BLOCK_K))
+    return {"BLOCK_K": BLOCK_K, "BLOCK_H": BLOCK_H, "num_warps": 8 if BLOCK_K * BLOCK_H >= 2048 else 4}
 
 
 def candidate_logits(hidden: torch.Tensor, weight: torch.Tensor, cand_ids: torch.Tensor,
@@ -100,11 +110,9 @@ def candidate_logits(hidden: torch.Tensor, weight: torch.Tensor, cand_ids: torch
     out = torch.empty((N, K), dtype=out_dtype, device=hidden.device)
     if N == 0 or K == 0:
         return out
-    BLOCK_K = _util.block_k(K)
     candidate_logits_kernel[(N,)](
         hidden, weight, cand_ids, bias.contiguous() if bias is not None else hidden, out, K, H,
-        HAS_BIAS=bias is not None, BLOCK_K=BLOCK_K, BLOCK_H=_block_h(BLOCK_K, H),
-        C=_util.tl_compute(out_dtype), num_warps=4)
+        HAS_BIAS=bias is not None, C=_util.tl_compute(out_dtype), **launch_config(K, H))
     return out
 
 
@@ -130,11 +138,10 @@ def candidate_logits_backward(grad: torch.Tensor, hidden: torch.Tensor, weight: 
     grad_weight = torch.zeros((V, H), dtype=C, device=grad.device)
     grad_bias = torch.zeros(V, dtype=C, device=grad.device) if has_bias else None
     if N > 0 and K > 0:
-        BLOCK_K = _util.block_k(K)
         candidate_logits_backward_kernel[(N,)](
             grad, hidden, weight, cand_ids, grad_hidden, grad_weight,
-            grad_bias if has_bias else grad_weight, K, H, HAS_BIAS=has_bias, BLOCK_K=BLOCK_K,
-            BLOCK_H=_block_h(BLOCK_K, H), C=_util.tl_compute(grad.dtype), num_warps=4)
+            grad_bias if has_bias else grad_weight, K, H, HAS_BIAS=has_bias,
+            C=_util.tl_compute(grad.dtype), **launch_config(K, H))
     elif N > 0:
         grad_hidden.zero_()
     grad_bias = grad_bias.to(grad.dtype) if has_bias else grad.new_empty((0,))

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from . import _util
-from .candidate_logits import _block_h, candidate_dot, row_candidates
+from .candidate_logits import candidate_dot, launch_config, row_candidates
 from .pool_sample import pick_from_pool
 
 
@@ -62,12 +62,11 @@ def decode_step(hidden: torch.Tensor, weight: torch.Tensor, cand_ids: torch.Tens
     used_out = torch.empty((B, K), dtype=torch.bool, device=hidden.device)
     if B == 0:
         return index, logprob, used_out
-    BLOCK_K = _util.block_k(K)
     t, t_ptr, t_from_ptr = _util.temperature_args(temperature, hidden.dtype, hidden)
     decode_step_kernel[(B,)](
         hidden, weight, cand_ids, bias.contiguous() if bias is not None else hidden,
         used.view(torch.int8), gumbel.contiguous() if gumbel is not None else hidden,
         index, logprob, used_out.view(torch.int8), t, t_ptr, K, H,
         HAS_BIAS=bias is not None, HAS_GUMBEL=gumbel is not None, TEMP_FROM_PTR=t_from_ptr,
-        BLOCK_K=BLOCK_K, BLOCK_H=_block_h(BLOCK_K, H), C=_util.tl_compute(hidden.dtype), num_warps=4)
+        C=_util.tl_compute(hidden.dtype), **launch_config(K, H))
     return index, logprob, used_out

@@ -83,11 +83,17 @@ def permutation_logprob_backward_kernel(grad_logprob_ptr, grad_entropy_ptr, logi
     tl.store(ptrs, grad_x, mask=m2)
 
 
-def _blocks(K: int):
+def launch_config(K: int) -> dict:
+    """The block sizes and warps that the forward and backward launch with for K candidates
+    (also what ``flexrec.kernels.aot`` compiles): (BLOCK_T, BLOCK_K) and (BLOCK_K, BLOCK_J)
+    tiles of at most 4096 elements. 8 warps from 1024-element tiles on: at K = 100 (a 32 x 128
+    tile) the backward with 4 warps used 255 registers and spilled on sm_90; with 8, 128 registers
+    and no spill (``python -m flexrec.kernels.aot``)."""
     BLOCK_K = _util.block_k(K)
-    BLOCK_T = max(1, min(BLOCK_K, 4096 // BLOCK_K))  # (BLOCK_T, BLOCK_K) tile <= 4096 elements
+    BLOCK_T = max(1, min(BLOCK_K, 4096 // BLOCK_K))
     BLOCK_J = max(2, min(BLOCK_K, 4096 // BLOCK_K))
-    return BLOCK_K, BLOCK_T, BLOCK_J
+    return {"BLOCK_K": BLOCK_K, "BLOCK_T": BLOCK_T, "BLOCK_J": BLOCK_J,
+            "num_warps": 8 if BLOCK_T * BLOCK_K >= 1024 else 4}
 
 
 def permutation_logprob(logits: torch.Tensor, perm: torch.Tensor, temperature: float = 1.0):
@@ -103,11 +109,11 @@ def permutation_logprob(logits: torch.Tensor, perm: torch.Tensor, temperature: f
     entropy = torch.empty((B, K), dtype=C, device=logits.device)
     if B == 0 or K == 0:
         return logprob, entropy
-    BLOCK_K, BLOCK_T, BLOCK_J = _blocks(K)
+    cfg = launch_config(K)
     t, t_ptr, t_from_ptr = _util.temperature_args(temperature, logits.dtype, logits)
-    permutation_logprob_kernel[(B, triton.cdiv(K, BLOCK_T))](
-        logits, perm, logprob, entropy, t, t_ptr, K, TEMP_FROM_PTR=t_from_ptr, BLOCK_T=BLOCK_T,
-        BLOCK_K=BLOCK_K, BLOCK_J=BLOCK_J, C=_util.tl_compute(logits.dtype), num_warps=4)
+    permutation_logprob_kernel[(B, triton.cdiv(K, cfg["BLOCK_T"]))](
+        logits, perm, logprob, entropy, t, t_ptr, K, TEMP_FROM_PTR=t_from_ptr,
+        C=_util.tl_compute(logits.dtype), **cfg)
     return logprob, entropy
 
 
@@ -123,10 +129,9 @@ def permutation_logprob_backward(grad_logprob: torch.Tensor, grad_entropy: torch
     grad_logits = torch.empty_like(logits)
     if B == 0 or K == 0:
         return grad_logits
-    BLOCK_K, BLOCK_T, BLOCK_J = _blocks(K)
+    cfg = launch_config(K)
     t, t_ptr, t_from_ptr = _util.temperature_args(temperature, logits.dtype, logits)
-    permutation_logprob_backward_kernel[(B, triton.cdiv(K, BLOCK_T))](
+    permutation_logprob_backward_kernel[(B, triton.cdiv(K, cfg["BLOCK_T"]))](
         grad_logprob.contiguous(), grad_entropy.contiguous(), logits, perm, grad_logits, t, t_ptr,
-        K, TEMP_FROM_PTR=t_from_ptr, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K, BLOCK_J=BLOCK_J,
-        C=_util.tl_compute(logits.dtype), num_warps=4)
+        K, TEMP_FROM_PTR=t_from_ptr, C=_util.tl_compute(logits.dtype), **cfg)
     return grad_logits

@@ -59,6 +59,13 @@ def pool_sample_kernel(logits_ptr, used_ptr, gumbel_ptr, index_ptr, logprob_ptr,
                    used_out_ptr, HAS_GUMBEL, C)
 
 
+def launch_config(K: int) -> dict:
+    """The block size and warps pool_sample launches with for K candidates (also what
+    ``flexrec.kernels.aot`` compiles): one warp per row up to BLOCK_K = 256."""
+    BLOCK_K = _util.block_k(K)
+    return {"BLOCK_K": BLOCK_K, "num_warps": 4 if BLOCK_K >= 512 else 1}
+
+
 def pool_sample(logits: torch.Tensor, used: torch.Tensor, gumbel=None, temperature: float = 1.0):
     """Same signature and result as ``flexrec.ops.reference.pool_sample``.
 
@@ -76,10 +83,8 @@ def pool_sample(logits: torch.Tensor, used: torch.Tensor, gumbel=None, temperatu
         return index, logprob, used_out
     g = gumbel.contiguous() if gumbel is not None else logits
     t, t_ptr, t_from_ptr = _util.temperature_args(temperature, logits.dtype, logits)
-    BLOCK_K = _util.block_k(K)
     pool_sample_kernel[(B,)](logits, used.view(torch.int8), g, index, logprob,
                              used_out.view(torch.int8), t, t_ptr, K,
                              HAS_GUMBEL=gumbel is not None, TEMP_FROM_PTR=t_from_ptr,
-                             BLOCK_K=BLOCK_K, C=_util.tl_compute(logits.dtype),
-                             num_warps=4 if BLOCK_K >= 512 else 1)
+                             C=_util.tl_compute(logits.dtype), **launch_config(K))
     return index, logprob, used_out

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from . import _util
+from .swap_reward import launch_config
 
 
 @triton.jit
@@ -81,9 +82,6 @@ def swap_reward_var(gains: torch.Tensor, gain_var: torch.Tensor, k: int = 0,
         return out
     C = _util.compute_dtype(gains.dtype)
     d = _util.discounts(K, k, C, gains.device)
-    BLOCK_K = _util.block_k(K)
-    BLOCK_J = max(2, min(BLOCK_K, 4096 // BLOCK_K))
     swap_reward_var_kernel[(B,)](gains, gain_var, d, out, K, MODE=_util.mode_id(mode),
-                                 BLOCK_K=BLOCK_K, BLOCK_J=BLOCK_J, C=_util.tl_compute(gains.dtype),
-                                 num_warps=4 if BLOCK_K >= 128 else 1)
+                                 C=_util.tl_compute(gains.dtype), **launch_config(K))
     return out

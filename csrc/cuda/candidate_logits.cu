@@ -1,9 +1,9 @@
 // CUDA kernels of flexrec_C::candidate_logits and its backward: the candidate-restricted LM head
 // out[n, k] = hidden[n] . weight[cand_ids[n, k]] (+ bias[cand_ids[n, k]]), never (N, V).
 //
-// Forward: one warp per (n, k) pair (four per block): the lanes stride over H (coalesced reads of
-// one weight row), then a warp sum. The product is rounded to the output dtype before the bias is
-// added, as the reference (einsum, then + bias) does.
+// Forward: one warp per (n, k) pair (four per block): common.cuh's warp_dot (the lanes stride over
+// H, then a warp sum) and round_logit (the product rounded to the output dtype before the bias is
+// added, as the reference, einsum then + bias, does), both shared with the fused decode_step.
 // Backward: one block per row n, threads over H; per k, grad_hidden accumulates in registers and
 // grad[n, k] * hidden[n] is atomically added into grad_weight's row cand_ids[n, k] (so rows that
 // share candidates accumulate correctly, in an unspecified order). The atomics accumulate in
@@ -30,20 +30,11 @@ __global__ void candidate_logits_kernel(const scalar_t* __restrict__ hidden,
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t pair = static_cast<int64_t>(blockIdx.x) * kPairsPerBlock + threadIdx.x / kWarp;
   if (pair >= N * K) return;
-  const int lane = threadIdx.x % kWarp;
   const int64_t n = pair / K;
   const int64_t id = ids[pair];
   CUDA_KERNEL_ASSERT(id >= 0 && id < V && "candidate_logits: cand_ids out of range [0, V)");
-  const scalar_t* h = hidden + n * H;
-  const scalar_t* w = weight + id * H;
-  acc_t acc = acc_t(0);
-  for (int64_t i = lane; i < H; i += kWarp) acc += static_cast<acc_t>(h[i]) * static_cast<acc_t>(w[i]);
-  acc = warp_sum(acc);
-  if (lane == 0) {
-    scalar_t logit = static_cast<scalar_t>(acc);
-    if (bias != nullptr) logit = static_cast<scalar_t>(static_cast<acc_t>(logit) + static_cast<acc_t>(bias[id]));
-    out[pair] = logit;
-  }
+  const acc_t dot = warp_dot<scalar_t>(hidden + n * H, weight + id * H, H);
+  if (threadIdx.x % kWarp == 0) out[pair] = round_logit<scalar_t>(dot, bias, id);
 }
 
 template <typename scalar_t>

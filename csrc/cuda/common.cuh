@@ -1,5 +1,5 @@
-// Helpers shared by flexrec's CUDA kernels: input checks, warp/block reductions, the Gumbel-max
-// sample of one row by one warp, DCG discounts.
+// Helpers shared by flexrec's CUDA kernels: input checks, warp/block reductions, the candidate dot
+// product and logit rounding, the Gumbel-max sample of one row by one warp, DCG discounts.
 //
 // Every kernel accumulates in at::opmath_type<scalar_t> (float for bf16/half/float, double for
 // double). Kernels that keep a row in shared memory accept K <= kMaxK (checked on the host).
@@ -90,6 +90,30 @@ __device__ T block_sum(T v, T* red) {
   T total = T(0);
   for (int w = 0; w < n_warps; ++w) total += red[w];  // same order in every thread: deterministic
   return total;
+}
+
+// One warp's dot product hidden_row . weight_row over H: the lanes stride over H (coalesced reads
+// of one weight row), accumulate in acc_t, then a warp sum; every lane gets the result. Shared by
+// candidate_logits and the fused decode_step, so that both sum in the same order and agree to the
+// bit (as csrc/cpu/common.h's dot_product does for the CPU kernels).
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+__device__ __forceinline__ acc_t warp_dot(const scalar_t* __restrict__ h,
+                                          const scalar_t* __restrict__ w, int64_t H) {
+  const int lane = threadIdx.x % kWarp;
+  acc_t acc = acc_t(0);
+  for (int64_t i = lane; i < H; i += kWarp) acc += static_cast<acc_t>(h[i]) * static_cast<acc_t>(w[i]);
+  return warp_sum(acc);
+}
+
+// A candidate's logit as the reference computes it in low precision: the product rounded to the
+// input dtype, then the bias (when there is one) added in acc_t and the sum rounded again.
+// Shared by candidate_logits and the fused decode_step.
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+__device__ __forceinline__ scalar_t round_logit(acc_t dot, const scalar_t* __restrict__ bias,
+                                                int64_t id) {
+  scalar_t logit = static_cast<scalar_t>(dot);
+  if (bias != nullptr) logit = static_cast<scalar_t>(static_cast<acc_t>(logit) + static_cast<acc_t>(bias[id]));
+  return logit;
 }
 
 // d(p) = 1/log2(p+2) for 0-based p < n, 0 beyond; computed in double as the reference does.

@@ -2,8 +2,8 @@
 // never building the (B, V) logits.
 //
 // One block per row (128 threads = 4 warps). Each warp computes the logits of candidates
-// k = warp, warp + 4, ...: the lanes stride over H (coalesced reads of one weight row), a warp sum,
-// rounding to the input dtype and the bias added exactly as candidate_logits does; the K logits
+// k = warp, warp + 4, ...: common.cuh's warp_dot and round_logit, the very code candidate_logits
+// runs (so the fused and unfused ops agree to the bit); the K logits
 // go to shared memory. Then warp 0 samples the row as pool_sample does (one online-softmax pass)
 // and writes used_out. K <= 1024 (the logits live in shared memory).
 #include <torch/library.h>
@@ -36,15 +36,8 @@ __global__ void decode_step_kernel(const scalar_t* __restrict__ hidden,
   for (int64_t k = warp; k < K; k += n_warps) {
     const int64_t id = ids[row * K + k];
     CUDA_KERNEL_ASSERT(id >= 0 && id < V && "decode_step: cand_ids out of range [0, V)");
-    const scalar_t* w = weight + id * H;
-    acc_t acc = acc_t(0);
-    for (int64_t i = lane; i < H; i += kWarp) acc += static_cast<acc_t>(h[i]) * static_cast<acc_t>(w[i]);
-    acc = warp_sum(acc);
-    if (lane == 0) {
-      scalar_t logit = static_cast<scalar_t>(acc);
-      if (bias != nullptr) logit = static_cast<scalar_t>(static_cast<acc_t>(logit) + static_cast<acc_t>(bias[id]));
-      logits[k] = static_cast<acc_t>(logit);
-    }
+    const acc_t dot = warp_dot<scalar_t>(h, weight + id * H, H);
+    if (lane == 0) logits[k] = static_cast<acc_t>(round_logit<scalar_t>(dot, bias, id));
   }
   __syncthreads();
   if (warp != 0) return;
