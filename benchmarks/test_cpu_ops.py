@@ -13,7 +13,7 @@ from bench_rows import timed
 from sizes import CPU_HEAD, CPU_SIZES, size_id
 
 import flexrec.ops  # noqa: F401  (loads flexrec._C)
-from flexrec import _ext
+from flexrec.ops import extension as _ext
 from flexrec.ops import reference
 
 C = torch.ops.flexrec_C

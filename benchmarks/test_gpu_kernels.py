@@ -22,7 +22,7 @@ import torch
 from sizes import GPU_DECODE_SIZES, GPU_SIZES, size_id
 
 import flexrec.ops  # noqa: F401  (loads flexrec._C)
-from flexrec import _ext
+from flexrec.ops import extension as _ext
 from flexrec.ops import reference as R
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")

@@ -33,8 +33,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from flexrec.config import TrainConfig
 from flexrec.data import build_examples, collate, load
 from flexrec.data.prompts import format_prompt
-from flexrec.train import SPLITS
-from flexrec.train_setup import build_policy, world_options
+from flexrec.config import data_options
+from flexrec.train.build import build_policy
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TRL_INSTALL = "pip install trl==1.16.0  # also installs datasets, pyarrow, pandas; keeps torch as it is"
@@ -134,10 +134,10 @@ def train_config(model: str) -> TrainConfig:
 
 @lru_cache(maxsize=None)
 def world():
-    """The trainer's synthetic world (``world_options``) and its training pools at K = 30."""
+    """The trainer's synthetic world (``flexrec.config.data_options``) and its training pools at K = 30."""
     cfg = train_config("tiny")
-    data = load(cfg.data, **world_options(cfg))
-    examples = build_examples(data, None, "train", PEERS_K, cfg.seed, split_fractions=SPLITS)
+    data = load(cfg.data, **data_options(cfg))
+    examples = build_examples(data, None, "train", PEERS_K, cfg.seed)
     return data, examples
 
 

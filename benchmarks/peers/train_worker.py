@@ -7,7 +7,7 @@ memory in use during the steps above the level after imports: model, reference m
 state, gradients and activations; RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU), and
 for TRL the share of its completions that needed repair before the reward could be computed.
 
-- flexrec: ``flexrec.train.rl_step`` (rollout of G rankings per prompt with the constrained
+- flexrec: ``flexrec.train.steps.rl_step`` (rollout of G rankings per prompt with the constrained
   decoder, item-level swap rewards, uncertainty-scaled advantages, PPO-clip with KL to the frozen
   reference, one AdamW step), called through the thin adapter ``flexrec_step`` below;
   ``flexrec-gc`` the same with ``--gradient-checkpointing`` (TRL's default), for a like-for-like
@@ -50,26 +50,27 @@ def batch_for(model: str, P: int, tok):
 def flexrec_step(model: str, P: int, G: int, checkpointing: bool = False):
     """Adapter (ours): one flexrec RL step, as ``python -m flexrec.train`` runs it, on a fixed batch.
 
-    Calls ``flexrec.train.rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg, gen)``
+    Calls ``flexrec.train.steps.rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg, gen)``
     with the trainer's own defaults (``TrainConfig``) at K = 30, P prompts and G rankings each."""
     import dataclasses
 
-    from flexrec import parallel, train
+    from flexrec.train import data_parallel
+    from flexrec.train.steps import rl_step
 
     policy, tok = common.load_model(model, gradient_checkpointing=checkpointing)
     policy.train()
     cfg = dataclasses.replace(common.train_config(model), prompts_per_step=P, group_size=G,
                               gradient_checkpointing=checkpointing)
-    reference = parallel.frozen_copy(policy)
+    reference = data_parallel.frozen_copy(policy)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.lr, weight_decay=0.0)
     batch, gains, gain_var = batch_for(model, P, tok)
     gen = torch.Generator().manual_seed(cfg.seed)
-    return lambda: train.rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg, gen)
+    return lambda: rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg, gen)
 
 
 def sequence_ndcg(perm: list[int], gains: list[float]) -> float:
-    """NDCG of the whole ranked list (``flexrec.metrics.ndcg_at_k`` at k = K; 0 when no candidate has a gain)."""
-    from flexrec.metrics import ndcg_at_k
+    """NDCG of the whole ranked list (``flexrec.eval.metrics.ndcg_at_k`` at k = K; 0 when no candidate has a gain)."""
+    from flexrec.eval.metrics import ndcg_at_k
 
     return float(ndcg_at_k(torch.tensor([perm]), torch.tensor([gains]), len(perm)))
 
