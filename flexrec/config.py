@@ -70,6 +70,10 @@ class TrainConfig:
     critic_epochs: int = 50  # full passes over the observed labels
     critic_hidden: int = 64  # MLP width
     knn_neighbours: int = 20  # neighbours of the KNN imputers
+    critic_evidence: bool = False  # give the critic the user's and the item's feedback counts as inputs, so that
+    # its variance can tell cold users and items from well-observed ones (flexrec.critic; docs/uncertainty.md)
+    critic_recalibrate: bool = False  # rescale the critic's variances, per variance bucket, so that 50% / 90%
+    # intervals cover 50% / 90% of the validation users' observed labels (critic.VarianceRecalibration)
     # ---- SFT warm start ------------------------------------------------------------------------
     sft_steps: int = 1500  # teacher-forced steps on rankings by the filled labels (0 = skip)
     sft_lr: float = 3e-3
