@@ -115,3 +115,21 @@ def test_a_run_with_every_new_setting(tmp_path, small_config):
     assert "rl" in results
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sum("rl/loss" in r and math.isfinite(r["rl/loss"]) for r in rows) == 2
+
+
+def test_fidelity_compares_forms_and_refitted_critics(tmp_path, small_config):
+    from flexrec.experiments.fidelity import NO_SCALING, advantage_fidelity
+    from flexrec.train.loop import train
+
+    cfg = small_config(tmp_path, sft_steps=2, rl_steps=0, world_users=100, world_evidence="sparse")
+    train(cfg)
+    plain = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, forms=("item", "rollout"))
+    assert set(plain["cosine"]) == {NO_SCALING, "eps 1", "rollout eps 1"}
+    assert 0 < plain["effective_share"]["rollout eps 1"] <= 1.0
+    assert "val_coverage_50" not in plain  # the run's own fill: no refit
+    refit = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, critic={"base": True})
+    # the refit of the run's own critic fills the pools as the trainer did: the same numbers
+    assert refit["cosine"] == pytest.approx({k: plain["cosine"][k] for k in refit["cosine"]})
+    assert refit["pool_coverage_50"] == pytest.approx(plain["pool_coverage_50"])
+    new = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, critic={"evidence": True, "recalibrate": True})
+    assert 0 <= new["val_coverage_50"] <= new["val_coverage_90"] <= 1
