@@ -72,8 +72,9 @@ class TrainConfig:
     knn_neighbours: int = 20  # neighbours of the KNN imputers
     critic_evidence: bool = False  # give the critic the user's and the item's feedback counts as inputs, so that
     # its variance can tell cold users and items from well-observed ones (flexrec.critic; docs/uncertainty.md)
-    critic_recalibrate: bool = False  # rescale the critic's variances, per variance bucket, so that 50% / 90%
-    # intervals cover 50% / 90% of the validation users' observed labels (critic.VarianceRecalibration)
+    critic_recalibrate: str = "none"  # rescale the critic's variances, per variance bucket, so that 50% / 90%
+    # intervals cover 50% / 90% of held-out labels (critic.VarianceRecalibration): "val", the validation users'
+    # observed labels; "heldout", 20% of the training users' observed labels, kept from the critic's training
     # ---- SFT warm start ------------------------------------------------------------------------
     sft_steps: int = 1500  # teacher-forced steps on rankings by the filled labels (0 = skip)
     sft_lr: float = 3e-3
@@ -294,7 +295,8 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": ("auto", "full", "compact"),
             "adv_baseline": ("pooled", "rank"), "gain": ("linear", "exp"), "dist_strategy": ("ddp", "fsdp"),
             "mixed_precision": ("no", "bf16"), "report_to": ("none", "tensorboard", "wandb"),
-            "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout")}
+            "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
+            "critic_recalibrate": ("none", "val", "heldout")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",
                  "dist_timeout")

@@ -144,10 +144,24 @@ class Critic:
         use_variance: bool = True,
         evidence: bool = False,
         calibration_users: Optional[np.ndarray] = None,
+        heldout: float = 0.0,
     ) -> "Critic":
         """Gaussian-NLL training on the training users' known feedback only. ``evidence``: feedback counts as
-        inputs; ``calibration_users``: fit a `VarianceRecalibration` on these users' observed labels."""
+        inputs. A `VarianceRecalibration` is fitted on ``calibration_users``' observed labels, or, with
+        ``heldout`` > 0, on that share of the training users' observed labels, which the critic then does not
+        train on: labels of the same users and the same kind of pair as the pools it fills."""
         users, items, values = known_interest(data, train_users)
+        if heldout > 0:
+            h_users, h_items, h_values = observed_interest(data, train_users)
+            pick = np.random.default_rng([seed, 13]).random(len(h_values)) < heldout
+            h_users, h_items, h_values = h_users[pick], h_items[pick], h_values[pick]
+            keep = ~np.isin(users * data.n_items + items, h_users * data.n_items + h_items)
+            users, items, values = users[keep], items[keep], values[keep]
+            calibration = (h_users, h_items, h_values)
+        elif calibration_users is not None:
+            calibration = observed_interest(data, calibration_users)
+        else:
+            calibration = None
         shell = cls(data, [], use_variance, evidence)
         x = shell._features(users, items)
         u, i, y = torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(values)
@@ -169,10 +183,9 @@ class Critic:
             net.eval()
             nets.append(net)
         shell.nets = nets
-        if calibration_users is not None:
-            c_users, c_items, c_values = observed_interest(data, calibration_users)
-            mu, var = shell.predict(c_users, c_items)
-            shell.recalibration = VarianceRecalibration.fit(mu, var, c_values)
+        if calibration is not None:
+            mu, var = shell.predict(*calibration[:2])
+            shell.recalibration = VarianceRecalibration.fit(mu, var, calibration[2])
         return shell
 
 
@@ -426,13 +439,21 @@ def calibrate(critic: Critic, data: InteractionData, val_users: np.ndarray) -> C
     )
 
 
+# The share of the training users' observed labels that --critic-recalibrate heldout keeps from the critic
+HELDOUT_SHARE = 0.2
+
+
 def build_imputer(kind: str, data: InteractionData, train_users: np.ndarray, ensemble: int = 3, epochs: int = 50,
-                  hidden: int = 64, knn: int = 20, seed: int = 0, evidence: bool = False,
-                  calibration_users: Optional[np.ndarray] = None) -> Imputer:
-    """critic | critic-mean | user-knn | item-knn | observed. ``evidence``, ``calibration_users``: see `Critic.fit`."""
+                  hidden: int = 64, knn: int = 20, seed: int = 0, evidence: bool = False, recalibrate: str = "none",
+                  val_users: Optional[np.ndarray] = None) -> Imputer:
+    """critic | critic-mean | user-knn | item-knn | observed. ``evidence``: see `Critic.fit`; ``recalibrate``:
+    "none", "val" (on ``val_users``' observed labels) or "heldout" (on HELDOUT_SHARE of the training users')."""
+    if recalibrate not in ("none", "val", "heldout") or (recalibrate == "val" and val_users is None):
+        raise ValueError(f"recalibrate must be none, val (with val_users) or heldout, got {recalibrate!r}")
     if kind in ("critic", "critic-mean"):
         return Critic.fit(data, train_users, ensemble, epochs, hidden, seed, use_variance=kind == "critic",
-                          evidence=evidence, calibration_users=calibration_users)
+                          evidence=evidence, calibration_users=val_users if recalibrate == "val" else None,
+                          heldout=HELDOUT_SHARE if recalibrate == "heldout" else 0.0)
     if kind in ("user-knn", "item-knn"):
         return KNNImputer(data, train_users, kind.split("-")[0], knn)
     if kind == "observed":

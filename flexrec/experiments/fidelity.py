@@ -23,7 +23,8 @@ beside the item-level ones ("eps X"); ``critic`` refits the run's critic with ot
 recalibration; see `flexrec.critic.Critic.fit`) and fills the same pools with it, so that critics can be compared
 on the same sampled rankings. The critic's calibration is also measured where no choice is made on it: coverage
 of the filled labels of the sampled pools against the true labels, and of the validation users' observed labels
-(cross-fitted over two halves of the validation users when the critic is recalibrated on them).
+(cross-fitted over two halves of the validation users when the critic is recalibrated on them, ``recalibrate``
+"val"; with "heldout" the factors come from held-out training labels, and the validation users are out of sample).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-12))
 
 
-def refit_fill(ranker, examples: list, evidence: bool, recalibrate: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def refit_fill(ranker, examples: list, evidence: bool, recalibrate: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """The run's critic refitted with ``evidence`` / ``recalibrate`` and the filled labels of ``examples`` (as the
     trainer fills them), and its coverage on the validation users' observed labels. Shapes: -> (N, K), (N, K), dict.
     """
@@ -60,14 +61,16 @@ def refit_fill(ranker, examples: list, evidence: bool, recalibrate: bool) -> tup
     splits = split_users(ranker.data, seed=cfg.seed)
     with torch.enable_grad():  # advantage_fidelity runs under no_grad; the critic trains
         critic = build_imputer("critic", ranker.data, splits["train"], cfg.critic_ensemble, cfg.critic_epochs,
-                               cfg.critic_hidden, cfg.knn_neighbours, cfg.seed, evidence,
-                               splits["val"] if recalibrate else None)
+                               cfg.critic_hidden, cfg.knn_neighbours, cfg.seed, evidence, recalibrate,
+                               splits["val"])
     gains, var = fill_pools(ranker.data, critic, examples, seed=cfg.seed)
-    recalibration, critic.recalibration = critic.recalibration, None
+    recalibration = critic.recalibration
+    if recalibrate == "val":
+        critic.recalibration = None
     users, items, values = observed_interest(ranker.data, splits["val"])
     mu, raw_var = critic.predict(users, items)
     pred_var = raw_var.copy()
-    if recalibrate:  # out of sample: each half of the validation users by the factors fitted on the other half
+    if recalibrate == "val":  # out of sample: each half of the validation users by the factors fitted on the other half
         order = np.random.default_rng([cfg.seed, 5]).permutation(splits["val"])
         in_first = np.isin(users, order[: len(order) // 2])
         for fit_on in (in_first, ~in_first):
@@ -130,7 +133,7 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
     extra = {}
     if critic is not None:  # another critic's fill of the same pools
         gains_all, var_all, extra = refit_fill(ranker, train_ex, bool(critic.get("evidence")),
-                                               bool(critic.get("recalibrate")))
+                                               critic.get("recalibrate", "none"))
     filled_g, filled_v, true_g = (rl.in_rank_order(x, perm) for x in (gains_all[pick], var_all[pick], true))
     unknown = var_all[pick] > 0  # the labels the critic filled (observed ones have variance 0)
     z = (true - gains_all[pick]).abs()[unknown] / var_all[pick][unknown].sqrt()
@@ -208,12 +211,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--prompts", type=int, default=512, help="training prompts to sample rankings for")
     p.add_argument("--rollout", action="store_true", help="also the paper's rollout-level weights (--unc-form rollout)")
     p.add_argument("--critic", default="", help="refit the run's critic with these options, comma-separated: "
-                                                "evidence, recalibrate, or 'base' (the run's own, refitted)")
+                                                "evidence, recalibrate=val|heldout, or 'base' (the run's own, refitted)")
     args = p.parse_args(argv)
-    options = {o: True for o in filter(None, args.critic.split(","))}
+    options = {k: v or True for k, v in (o.partition("=")[::2] for o in filter(None, args.critic.split(",")))}
     unknown = set(options) - {"evidence", "recalibrate", "base"}
-    if unknown:
-        p.error(f"--critic: unknown option(s) {', '.join(sorted(unknown))}; expected evidence, recalibrate or base")
+    if unknown or options.get("recalibrate", "val") not in ("val", "heldout"):
+        p.error(f"--critic {args.critic}: expected evidence, recalibrate=val|heldout or base")
     print(json.dumps(advantage_fidelity(args.run, args.eps, prompts=args.prompts,
                                         forms=("item", "rollout") if args.rollout else ("item",),
                                         critic=options or None), indent=2))

@@ -92,7 +92,7 @@ def test_critic_with_evidence_and_recalibration(world):
 
     splits = split_users(world, seed=0)
     critic = build_imputer("critic", world, splits["train"], ensemble=2, epochs=10, hidden=16, seed=0,
-                           evidence=True, calibration_users=splits["val"])
+                           evidence=True, recalibrate="val", val_users=splits["val"])
     assert critic.evidence and critic.recalibration is not None
     users, items, values = observed_interest(world, splits["val"])
     c50, c90 = coverage(*critic.predict(users, items), values)  # in sample: the labels it was fitted on
@@ -110,7 +110,7 @@ def test_a_run_with_every_new_setting(tmp_path, small_config):
     from flexrec.train.loop import train
 
     cfg = small_config(tmp_path, sft_steps=1, rl_steps=2, world_users=100, world_evidence="sparse",
-                       critic_evidence=True, critic_recalibrate=True, unc_form="rollout")
+                       critic_evidence=True, critic_recalibrate="heldout", unc_form="rollout")
     results = train(cfg)
     assert "rl" in results
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -131,5 +131,20 @@ def test_fidelity_compares_forms_and_refitted_critics(tmp_path, small_config):
     # the refit of the run's own critic fills the pools as the trainer did: the same numbers
     assert refit["cosine"] == pytest.approx({k: plain["cosine"][k] for k in refit["cosine"]})
     assert refit["pool_coverage_50"] == pytest.approx(plain["pool_coverage_50"])
-    new = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, critic={"evidence": True, "recalibrate": True})
+    new = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, critic={"evidence": True, "recalibrate": "val"})
     assert 0 <= new["val_coverage_50"] <= new["val_coverage_90"] <= 1
+
+
+def test_heldout_recalibration_keeps_its_labels_from_the_critic(world):
+    from flexrec.critic import HELDOUT_SHARE, build_imputer, known_interest
+    from flexrec.data.pools import split_users
+
+    splits = split_users(world, seed=0)
+    kw = dict(ensemble=1, epochs=2, hidden=8, seed=0)
+    plain = build_imputer("critic", world, splits["train"], **kw)
+    heldout = build_imputer("critic", world, splits["train"], recalibrate="heldout", **kw)
+    assert plain.recalibration is None and heldout.recalibration is not None
+    assert len(heldout.recalibration.scales) >= 1 and np.all(heldout.recalibration.scales > 0)
+    with pytest.raises(ValueError, match="recalibrate must be"):
+        build_imputer("critic", world, splits["train"], recalibrate="val", **kw)  # which validation users?
+    assert 0 < HELDOUT_SHARE < 1 and len(known_interest(world, splits["train"])[0]) > 0
