@@ -93,3 +93,14 @@ def test_dense_has_more_evidence_and_nobody_cold(worlds):
 def test_unknown_setting_is_refused():
     with pytest.raises(ValueError, match="evidence must be one of"):
         SyntheticWorld(n_users=5, n_items=20, evidence="lumpy")
+
+
+def test_the_setting_reaches_the_world_and_is_checked():
+    from flexrec.config import ConfigError, TrainConfig, data_options, validate
+    from flexrec.data.needs import NEEDS
+
+    assert "evidence" not in data_options(TrainConfig())  # the default run builds the world as it did
+    assert data_options(TrainConfig(world_evidence="sparse"))["evidence"] == "sparse"
+    for name, value in (("world_evidence", "lumpy"), ("unc_form", "list"), ("critic_recalibrate", "test")):
+        with pytest.raises(ConfigError, match=name.replace("_", "-")):
+            validate(TrainConfig(**{name: value}), NEEDS)
