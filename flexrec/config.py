@@ -49,6 +49,9 @@ class TrainConfig:
     world_items: int = 150  # synthetic world: items
     world_topics: int = 6  # synthetic world: topics
     world_taste_scale: float = 1.6  # synthetic world: how strongly topic taste drives interest
+    world_evidence: str = "uniform"  # synthetic world: how feedback is spread, flexrec.data.synthetic.EVIDENCE:
+    # "uniform" (every user 8-30 history items, every pair observed alike), "sparse" (long-tailed, cold users and
+    # items, noisy users; half the observations), "dense" (four times the observations, no one cold)
     history_max: int = 6  # most recent history items shown in a prompt (prompt length is the CPU cost)
     prompt: str = "auto"  # "full" (flexrec.data's chat prompts), "compact" (flexrec.data.prompts.compact_prompt), "auto":
     # compact for the tiny preset, which cannot learn to read the full prompts in a CPU budget; full otherwise
@@ -67,6 +70,11 @@ class TrainConfig:
     critic_epochs: int = 50  # full passes over the observed labels
     critic_hidden: int = 64  # MLP width
     knn_neighbours: int = 20  # neighbours of the KNN imputers
+    critic_evidence: bool = False  # give the critic the user's and the item's feedback counts as inputs, so that
+    # its variance can tell cold users and items from well-observed ones (flexrec.critic; docs/uncertainty.md)
+    critic_recalibrate: str = "none"  # rescale the critic's variances, per variance bucket, so that 50% / 90%
+    # intervals cover 50% / 90% of held-out labels (critic.VarianceRecalibration): "val", the validation users'
+    # observed labels; "heldout", 20% of the training users' observed labels, kept from the critic's training
     # ---- SFT warm start ------------------------------------------------------------------------
     sft_steps: int = 1500  # teacher-forced steps on rankings by the filled labels (0 = skip)
     sft_lr: float = 3e-3
@@ -95,6 +103,9 @@ class TrainConfig:
     # users (`python -m flexrec.experiments uncertainty-strength`, 3 seeds): of 0.1, 1 and 10, 10 had the best mean
     # NDCG@5 over the needs at both 1500 + 300 and 600 + 600 steps; 0.1 was 0.007-0.008 behind it
     unc_max_weight: float = 5.0  # clip of the normalised uncertainty weights
+    unc_form: str = "item"  # what is weighted: "item", each item reward by its own variance, compared within its
+    # rank (rl.item_uncertainty_weights); "rollout", the paper's A / (u_i + eps) with u_i the variance of the
+    # rollout's NDCG, one weight per rollout (rl.rollout_uncertainty_weights). docs/uncertainty.md compares them
     batch_size: int = 16  # SFT batch size, over all ranks under torchrun (also the evaluation batch)
     need_stagger: int = 200  # SFT curriculum: need i joins at step i * need_stagger (0 = all at once).
     # The tiny model learned any one need, or two, within 200 steps, but all three at once not in 400:
@@ -127,8 +138,8 @@ class TrainConfig:
 # Settings that only the RL stage reads (``unused_settings``): a run with rl_steps 0 is the same run
 # whatever they are. The uncertainty settings are read only by --reward-mode flexrec.
 RL_SETTINGS = ("reward_mode", "rl_steps", "lr", "prompts_per_step", "group_size", "ppo_epochs", "clip", "kl_coef",
-               "entropy_coef", "ndcg_cutoff", "adv_delta", "adv_baseline", "unc_eps", "unc_max_weight")
-UNCERTAINTY_SETTINGS = ("unc_eps", "unc_max_weight")
+               "entropy_coef", "ndcg_cutoff", "adv_delta", "adv_baseline", "unc_eps", "unc_max_weight", "unc_form")
+UNCERTAINTY_SETTINGS = ("unc_eps", "unc_max_weight", "unc_form")
 
 
 def unused_settings(cfg: TrainConfig) -> set[str]:
@@ -283,7 +294,9 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": ("auto", "full", "compact"),
             "adv_baseline": ("pooled", "rank"), "gain": ("linear", "exp"), "dist_strategy": ("ddp", "fsdp"),
-            "mixed_precision": ("no", "bf16"), "report_to": ("none", "tensorboard", "wandb")}
+            "mixed_precision": ("no", "bf16"), "report_to": ("none", "tensorboard", "wandb"),
+            "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
+            "critic_recalibrate": ("none", "val", "heldout")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",
                  "dist_timeout")
@@ -337,7 +350,8 @@ def data_options(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.data == "synthetic":
         return dict(seed=cfg.seed, n_users=cfg.world_users, n_items=cfg.world_items, n_topics=cfg.world_topics,
                     taste_scale=cfg.world_taste_scale,
-                    observe_fraction=cfg.observe_fraction)
+                    observe_fraction=cfg.observe_fraction,
+                    **({"evidence": cfg.world_evidence} if cfg.world_evidence != "uniform" else {}))
     options = dict(path=cfg.data_path or None, observe_fraction=cfg.observe_fraction, seed=cfg.seed)
     if cfg.items:
         options["items"] = cfg.items

@@ -11,6 +11,12 @@ variance is the spread of that label function under the critic's Gaussian (Monte
 Observed feedback is used as it is (variance 0); the critic fills the rest. It is trained with
 Gaussian NLL on observed labels only (the sparse observed subset and the feedback in the training
 users' histories), optionally as a deep ensemble whose spread adds epistemic variance.
+
+Two options make the variance say more about where the critic errs (docs/uncertainty.md measures them):
+``evidence``, the user's and the item's feedback counts as inputs (``flexrec.data.world.evidence_counts``),
+so the critic can tell a cold user or item from a well-observed one; and a recalibration of the
+variance fitted on held-out feedback (``VarianceRecalibration``), so that its intervals cover what they
+claim.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from flexrec.data.needs import get_need, label_context
-from flexrec.data.world import InteractionData
+from flexrec.data.world import InteractionData, evidence_counts
 
 
 class Imputer(Protocol):
@@ -84,14 +90,21 @@ class Critic:
     ``use_variance=False`` gives the "raw critic" ablation: the same mean, variance 0.
     """
 
-    def __init__(self, data: InteractionData, nets: list[_CriticNet], use_variance: bool = True):
+    def __init__(self, data: InteractionData, nets: list[_CriticNet], use_variance: bool = True,
+                 evidence: bool = False, recalibration: Optional["VarianceRecalibration"] = None):
         self.data, self.nets, self.use_variance = data, nets, use_variance
+        self.evidence, self.recalibration = evidence, recalibration
         self._user_profile, self._item_features = _feature_tables(data)
+        if evidence:  # log counts, standardised over users / items
+            self._user_evidence, self._item_evidence = (_standardised(np.log1p(c)) for c in evidence_counts(data))
 
     def _features(self, users: np.ndarray, items: np.ndarray) -> Tensor:
         f = np.concatenate([self._item_features[items], self._user_profile[users]], 1)
         topic_match = (self._item_features[items][:, : self.data.n_topics] * self._user_profile[users][:, : self.data.n_topics]).sum(1, keepdims=True)
-        return torch.from_numpy(np.concatenate([f, topic_match], 1).astype(np.float32))
+        parts = [f, topic_match]
+        if self.evidence:
+            parts += [self._user_evidence[users][:, None], self._item_evidence[items][:, None]]
+        return torch.from_numpy(np.concatenate(parts, 1).astype(np.float32))
 
     @torch.no_grad()
     def predict(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +113,10 @@ class Critic:
         x = self._features(np.asarray(users), np.asarray(items))
         mus, variances = zip(*(net(u, i, x) for net in self.nets))
         mu, var = torch.stack(mus), torch.stack(variances)
-        total = var.mean(0) + mu.var(0, unbiased=False)
-        return mu.mean(0).numpy(), total.numpy()
+        total = (var.mean(0) + mu.var(0, unbiased=False)).numpy()
+        if self.recalibration is not None:
+            total = self.recalibration.apply(total)
+        return mu.mean(0).numpy(), total
 
     def interest(self, user: int, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu, var = self.interest_batch(np.array([user]), np.asarray(items, np.int64)[None])
@@ -127,10 +142,27 @@ class Critic:
         hidden: int = 64,
         seed: int = 0,
         use_variance: bool = True,
+        evidence: bool = False,
+        calibration_users: Optional[np.ndarray] = None,
+        heldout: float = 0.0,
     ) -> "Critic":
-        """Gaussian-NLL training on the training users' known feedback only."""
+        """Gaussian-NLL training on the training users' known feedback only. ``evidence``: feedback counts as
+        inputs. A `VarianceRecalibration` is fitted on ``calibration_users``' observed labels, or, with
+        ``heldout`` > 0, on that share of the training users' observed labels, which the critic then does not
+        train on: labels of the same users and the same kind of pair as the pools it fills."""
         users, items, values = known_interest(data, train_users)
-        shell = cls(data, [], use_variance)
+        if heldout > 0:
+            h_users, h_items, h_values = observed_interest(data, train_users)
+            pick = np.random.default_rng([seed, 13]).random(len(h_values)) < heldout
+            h_users, h_items, h_values = h_users[pick], h_items[pick], h_values[pick]
+            keep = ~np.isin(users * data.n_items + items, h_users * data.n_items + h_items)
+            users, items, values = users[keep], items[keep], values[keep]
+            calibration = (h_users, h_items, h_values)
+        elif calibration_users is not None:
+            calibration = observed_interest(data, calibration_users)
+        else:
+            calibration = None
+        shell = cls(data, [], use_variance, evidence)
         x = shell._features(users, items)
         u, i, y = torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(values)
         nets = []
@@ -151,7 +183,82 @@ class Critic:
             net.eval()
             nets.append(net)
         shell.nets = nets
+        if calibration is not None:
+            mu, var = shell.predict(*calibration[:2])
+            shell.recalibration = VarianceRecalibration.fit(mu, var, calibration[2])
         return shell
+
+
+def observed_interest(data: InteractionData, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The observed labels (outside the histories: the kind of pair a pool's critic fill is for) of ``users``,
+    as parallel arrays (user, item, interest in [0, 1]). Shapes: -> (N,), (N,), (N,)."""
+    items = [data.observed.user_items(int(u)) for u in users]
+    values = [data.normalized_interest(data.observed.lookup(int(u), it)[0]) for u, it in zip(users, items)]
+    counts = [len(it) for it in items]
+    if not sum(counts):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return (np.repeat(np.asarray(users, np.int64), counts), np.concatenate(items).astype(np.int64),
+            np.concatenate(values).astype(np.float32))
+
+
+# The standard normal's two-sided quantiles: |z| <= Z50 for 50% of draws, <= Z90 for 90%.
+Z50, Z90 = 0.6745, 1.6449
+_FACTORS = np.exp(np.linspace(np.log(0.01), np.log(100.0), 601))  # variance factors VarianceRecalibration tries
+
+
+@dataclass
+class VarianceRecalibration:
+    """A post-hoc rescaling of predicted variances, fitted on held-out labels: var -> var * scale(var).
+
+    The predicted variances are cut into ``buckets`` quantile buckets; in each, the scale is the one that
+    brings the central 50% and 90% Gaussian intervals closest to nominal coverage together (the least
+    |coverage50 - 0.5| + |coverage90 - 0.9| on a grid of factors 0.01..100). For Gaussian residuals that is
+    the true ratio of variances; one factor cannot fix both intervals where the residuals' shape is not
+    Gaussian (e.g. light tails: the 90% interval too wide when the 50% one is right). Between bucket
+    centres the log scale is interpolated, beyond them held, so the map is smooth and defined for any variance.
+
+    Shapes: centres, scales (buckets,): log variance at each bucket's median and its variance factor.
+    """
+
+    centres: np.ndarray
+    scales: np.ndarray
+
+    @classmethod
+    def fit(cls, mu: np.ndarray, var: np.ndarray, values: np.ndarray, buckets: int = 5) -> "VarianceRecalibration":
+        """Shapes: mu, var, values (N,); N >= buckets (fewer labels: one bucket)."""
+        if len(values) == 0:
+            return cls(np.zeros(1), np.ones(1))
+        buckets = max(1, min(buckets, len(values) // 50))  # at least ~50 labels a bucket
+        log_var = np.log(np.maximum(var, 1e-12))
+        z = np.abs(values - mu) / np.sqrt(np.maximum(var, 1e-12))
+        edges = np.quantile(log_var, np.linspace(0, 1, buckets + 1))
+        which = np.clip(np.searchsorted(edges, log_var, side="right") - 1, 0, buckets - 1)
+        centres, scales = [], []
+        for b in range(buckets):
+            zb = z[which == b]
+            if len(zb) == 0:
+                continue
+            centres.append(float(np.median(log_var[which == b])))
+            z_scaled = zb[None, :] / np.sqrt(_FACTORS)[:, None]  # (factors, n)
+            miss = np.abs((z_scaled <= Z50).mean(1) - 0.5) + np.abs((z_scaled <= Z90).mean(1) - 0.9)
+            scales.append(float(_FACTORS[np.argmin(miss)]))
+        return cls(np.asarray(centres), np.maximum(np.asarray(scales), 1e-6))
+
+    def apply(self, var: np.ndarray) -> np.ndarray:
+        """Shapes: (N,) -> (N,)."""
+        log_var = np.log(np.maximum(var, 1e-12))
+        factor = np.exp(np.interp(log_var, self.centres, np.log(self.scales)))
+        return (np.asarray(var) * factor).astype(np.asarray(var).dtype)
+
+
+def coverage(mu: np.ndarray, var: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """Shares of ``values`` inside the central 50% and 90% Gaussian intervals of (mu, var). Shapes: (N,) -> 2 floats."""
+    z = np.abs(values - mu) / np.sqrt(np.maximum(var, 1e-12))
+    return float((z <= Z50).mean()), float((z <= Z90).mean())
+
+
+def _standardised(x: np.ndarray) -> np.ndarray:
+    return ((x - x.mean()) / (x.std() + 1e-6)).astype(np.float32)
 
 
 def _feature_tables(data: InteractionData) -> tuple[np.ndarray, np.ndarray]:
@@ -332,11 +439,21 @@ def calibrate(critic: Critic, data: InteractionData, val_users: np.ndarray) -> C
     )
 
 
+# The share of the training users' observed labels that --critic-recalibrate heldout keeps from the critic
+HELDOUT_SHARE = 0.2
+
+
 def build_imputer(kind: str, data: InteractionData, train_users: np.ndarray, ensemble: int = 3, epochs: int = 50,
-                  hidden: int = 64, knn: int = 20, seed: int = 0) -> Imputer:
-    """critic | critic-mean | user-knn | item-knn | observed."""
+                  hidden: int = 64, knn: int = 20, seed: int = 0, evidence: bool = False, recalibrate: str = "none",
+                  val_users: Optional[np.ndarray] = None) -> Imputer:
+    """critic | critic-mean | user-knn | item-knn | observed. ``evidence``: see `Critic.fit`; ``recalibrate``:
+    "none", "val" (on ``val_users``' observed labels) or "heldout" (on HELDOUT_SHARE of the training users')."""
+    if recalibrate not in ("none", "val", "heldout") or (recalibrate == "val" and val_users is None):
+        raise ValueError(f"recalibrate must be none, val (with val_users) or heldout, got {recalibrate!r}")
     if kind in ("critic", "critic-mean"):
-        return Critic.fit(data, train_users, ensemble, epochs, hidden, seed, use_variance=kind == "critic")
+        return Critic.fit(data, train_users, ensemble, epochs, hidden, seed, use_variance=kind == "critic",
+                          evidence=evidence, calibration_users=val_users if recalibrate == "val" else None,
+                          heldout=HELDOUT_SHARE if recalibrate == "heldout" else 0.0)
     if kind in ("user-knn", "item-knn"):
         return KNNImputer(data, train_users, kind.split("-")[0], knn)
     if kind == "observed":

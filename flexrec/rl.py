@@ -11,6 +11,8 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from flexrec.ops.reference import discounts, idcg
+
 
 def in_rank_order(values: Tensor, perm: Tensor) -> Tensor:
     """Per-candidate values of each prompt laid out in each sampled ranking's order.
@@ -135,6 +137,40 @@ def item_uncertainty_weights(
     weights = uncertainty_weights(rank_relative_variance(reward_var, scored, over_ranks), eps, max_weight, scored,
                                   over_ranks)
     return torch.where(scored, weights, torch.ones_like(weights))
+
+
+def rollout_reward_variance(ranked_gains: Tensor, ranked_var: Tensor, cutoff: int) -> Tensor:
+    """u_i, the variance of each rollout's NDCG@cutoff under independent gain noise (FLEXREC.md section 5):
+    u_i = sum_k (d_k / IDCG)^2 s_k, with d the DCG discounts (0 past the cutoff) and IDCG that of the pool's
+    gains, held fixed as in `flexrec.ops.swap_reward_var`. A pool whose IDCG is 0 gets 0.
+
+    Shapes: ranked_gains, ranked_var (N, K) in each rollout's rank order -> (N,).
+    """
+    g, s = ranked_gains.to(torch.float32), ranked_var.to(torch.float32)
+    d = discounts(g.shape[-1], cutoff, g.dtype, g.device)
+    ideal = idcg(g, cutoff)
+    inv = torch.where(ideal > 0, 1.0 / torch.where(ideal > 0, ideal, torch.ones_like(ideal)), torch.zeros_like(ideal))
+    return (d**2 * s).sum(-1) * inv**2
+
+
+def rollout_uncertainty_weights(
+    rollout_var: Tensor,
+    K: int,
+    cutoff: int,
+    eps: float,
+    max_weight: float,
+    over_ranks: Optional[Callable[[Tensor], Tensor]] = None,
+) -> Tensor:
+    """The paper's form of the weights: every item advantage of rollout i scaled by 1 / (u_i + eps), u_i the
+    variance of the whole rollout's reward (`rollout_reward_variance`), normalised and clipped by
+    `uncertainty_weights` (so ``eps`` is relative to the batch's mean u_i, as in the item form). As in
+    `item_uncertainty_weights`, the ranks the reward does not score keep weight 1. ``over_ranks``: as there.
+
+    Shapes: rollout_var (P, G) -> (P, G, K).
+    """
+    w = uncertainty_weights(rollout_var, eps, max_weight, over_ranks=over_ranks)
+    scored = scored_decisions(K, cutoff, rollout_var.device)
+    return torch.where(scored, w[..., None], torch.ones_like(w[..., None]))
 
 
 class PPOLoss(NamedTuple):

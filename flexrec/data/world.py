@@ -206,3 +206,13 @@ def observe_subset(true: SparseLabels, fraction: float, rng: np.random.Generator
     if clip is not None:
         values = np.clip(values, *clip)
     return SparseLabels(true.n_items, true.keys[keep], values.astype(np.float32))
+
+
+def evidence_counts(data: InteractionData) -> tuple[np.ndarray, np.ndarray]:
+    """How much feedback a trainer can see for each user and each item: history interactions plus observed
+    labels. Shapes: -> users (n_users,) int64, items (n_items,) int64."""
+    observed_users, observed_items = np.divmod(data.observed.keys, data.n_items)
+    users = np.diff(data.history_ptr) + np.bincount(observed_users, minlength=data.n_users)
+    items = np.bincount(data.history_items, minlength=data.n_items) + np.bincount(observed_items,
+                                                                                 minlength=data.n_items)
+    return users.astype(np.int64), items.astype(np.int64)

@@ -17,6 +17,14 @@ directly, without training anything:
 
     from flexrec.experiments.fidelity import advantage_fidelity
     advantage_fidelity("runs/default/joint/all_needs/seed0/sft-critic", eps=(0.1, 1.0, 10.0))
+
+``forms`` adds the paper's rollout-level weights (`flexrec.rl.rollout_uncertainty_weights`, labels "rollout eps X")
+beside the item-level ones ("eps X"); ``critic`` refits the run's critic with other options (evidence counts,
+recalibration; see `flexrec.critic.Critic.fit`) and fills the same pools with it, so that critics can be compared
+on the same sampled rankings. The critic's calibration is also measured where no choice is made on it: coverage
+of the filled labels of the sampled pools against the true labels, and of the validation users' observed labels
+(cross-fitted over two halves of the validation users when the critic is recalibrated on them, ``recalibrate``
+"val"; with "heldout" the factors come from held-out training labels, and the validation users are out of sample).
 """
 
 from __future__ import annotations
@@ -40,9 +48,45 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-12))
 
 
+def refit_fill(ranker, examples: list, evidence: bool, recalibrate: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The run's critic refitted with ``evidence`` / ``recalibrate`` and the filled labels of ``examples`` (as the
+    trainer fills them), and its coverage on the validation users' observed labels. Shapes: -> (N, K), (N, K), dict.
+    """
+    from flexrec.critic import VarianceRecalibration, build_imputer, coverage, fill_pools, observed_interest
+    from flexrec.data.pools import split_users
+
+    cfg = ranker.config
+    if cfg.imputer != "critic" or cfg.gain != "linear":
+        raise ValueError("refitting compares critics: the run must use --imputer critic and --gain linear")
+    splits = split_users(ranker.data, seed=cfg.seed)
+    with torch.enable_grad():  # advantage_fidelity runs under no_grad; the critic trains
+        critic = build_imputer("critic", ranker.data, splits["train"], cfg.critic_ensemble, cfg.critic_epochs,
+                               cfg.critic_hidden, cfg.knn_neighbours, cfg.seed, evidence, recalibrate,
+                               splits["val"])
+    gains, var = fill_pools(ranker.data, critic, examples, seed=cfg.seed)
+    recalibration = critic.recalibration
+    if recalibrate == "val":
+        critic.recalibration = None
+    users, items, values = observed_interest(ranker.data, splits["val"])
+    mu, raw_var = critic.predict(users, items)
+    pred_var = raw_var.copy()
+    if recalibrate == "val":  # out of sample: each half of the validation users by the factors fitted on the other half
+        order = np.random.default_rng([cfg.seed, 5]).permutation(splits["val"])
+        in_first = np.isin(users, order[: len(order) // 2])
+        for fit_on in (in_first, ~in_first):
+            factors = VarianceRecalibration.fit(mu[fit_on], raw_var[fit_on], values[fit_on])
+            pred_var[~fit_on] = factors.apply(raw_var[~fit_on])
+    critic.recalibration = recalibration
+    c50, c90 = coverage(mu, pred_var, values)
+    return torch.from_numpy(gains).float(), torch.from_numpy(var).float(), {"val_coverage_50": c50,
+                                                                             "val_coverage_90": c90,
+                                                                             "val_labels": len(values)}
+
+
 @torch.no_grad()
 def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10.0), prompts: int = 512,
-                       group_size: Optional[int] = None, seed: int = 0, device: str = "cpu") -> dict:
+                       group_size: Optional[int] = None, seed: int = 0, device: str = "cpu",
+                       forms: Iterable[str] = ("item",), critic: Optional[dict] = None) -> dict:
     """Fidelity of the (scaled) item advantages to the true labels' on ``prompts`` training pools of a run.
 
     ``sft_run``: a finished run directory (normally SFT only: the policy RL would start from). Rankings
@@ -86,7 +130,16 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
     P = perm.shape[0]
     true = torch.from_numpy(np.stack([train_ex[i].true_labels for i in pick])).float()
 
+    extra = {}
+    if critic is not None:  # another critic's fill of the same pools
+        gains_all, var_all, extra = refit_fill(ranker, train_ex, bool(critic.get("evidence")),
+                                               critic.get("recalibrate", "none"))
     filled_g, filled_v, true_g = (rl.in_rank_order(x, perm) for x in (gains_all[pick], var_all[pick], true))
+    unknown = var_all[pick] > 0  # the labels the critic filled (observed ones have variance 0)
+    z = (true - gains_all[pick]).abs()[unknown] / var_all[pick][unknown].sqrt()
+    extra.update(pool_coverage_50=float((z <= 0.6745).float().mean()), pool_coverage_90=float((z <= 1.6449).float().mean()),
+                 label_variance_error_rank_corr=_rank_correlation(var_all[pick][unknown],
+                                                                  (true - gains_all[pick])[unknown] ** 2))
     mode = REWARD_MODES["flexrec"][0]  # the trainer's item reward (the causal swap)
     per_rank = cfg.adv_baseline == "rank"
     reward = swap_reward(filled_g, cfg.ndcg_cutoff, mode).view(P, G, K)
@@ -104,10 +157,22 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
         share[f"eps {e:g}"] = float(w.sum() ** 2 / (len(w) * (w**2).sum()))
         w_best = rl.item_uncertainty_weights(actual_var, cfg.ndcg_cutoff, float(e), cfg.unc_max_weight)[scored]
         oracle[f"eps {e:g}"] = _cosine(w_best * adv[scored], adv_true[scored])
+    if "rollout" in forms:  # the paper's form: one weight per rollout, from the variance of its NDCG@cutoff
+        rollout_var = rl.rollout_reward_variance(filled_g, filled_v, cfg.ndcg_cutoff).view(P, G)
+        ndcg_error = (swap_reward(filled_g, cfg.ndcg_cutoff, "sequence")[:, 0]
+                      - swap_reward(true_g, cfg.ndcg_cutoff, "sequence")[:, 0]).view(P, G) ** 2
+        for e in eps:
+            w = rl.rollout_uncertainty_weights(rollout_var, K, cfg.ndcg_cutoff, float(e), cfg.unc_max_weight)[scored]
+            cosine[f"rollout eps {e:g}"] = _cosine(w * adv[scored], adv_true[scored])
+            share[f"rollout eps {e:g}"] = float(w.sum() ** 2 / (len(w) * (w**2).sum()))
+            w_best = rl.rollout_uncertainty_weights(ndcg_error, K, cfg.ndcg_cutoff, float(e), cfg.unc_max_weight)[scored]
+            oracle[f"rollout eps {e:g}"] = _cosine(w_best * adv[scored], adv_true[scored])
+        extra["rollout_variance_error_rank_corr"] = _rank_correlation(rollout_var.flatten(), ndcg_error.flatten())
     errors = (adv - adv_true) ** 2
     return {"cosine": cosine, "cosine_actual_error": oracle, "effective_share": share,
             "variance_error_rank_corr": _rank_correlation(reward_var[scored], errors[scored]),
-            "prompts": P, "group_size": G}
+            "reward_variance_error_rank_corr": _rank_correlation(reward_var[scored], actual_var[scored]),
+            "prompts": P, "group_size": G, **extra}
 
 
 def fidelity_section(sft_runs: list[Path], eps: Iterable[float]) -> tuple[list[str], dict]:
@@ -144,8 +209,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("run", help="a finished run directory (normally SFT only: the policy RL starts from)")
     p.add_argument("eps", nargs="*", type=float, default=[0.1, 1.0, 10.0], help="unc_eps values to compare")
     p.add_argument("--prompts", type=int, default=512, help="training prompts to sample rankings for")
+    p.add_argument("--rollout", action="store_true", help="also the paper's rollout-level weights (--unc-form rollout)")
+    p.add_argument("--critic", default="", help="refit the run's critic with these options, comma-separated: "
+                                                "evidence, recalibrate=val|heldout, or 'base' (the run's own, refitted)")
     args = p.parse_args(argv)
-    print(json.dumps(advantage_fidelity(args.run, args.eps, prompts=args.prompts), indent=2))
+    options = {k: v or True for k, v in (o.partition("=")[::2] for o in filter(None, args.critic.split(",")))}
+    unknown = set(options) - {"evidence", "recalibrate", "base"}
+    if unknown or options.get("recalibrate", "val") not in ("val", "heldout"):
+        p.error(f"--critic {args.critic}: expected evidence, recalibrate=val|heldout or base")
+    print(json.dumps(advantage_fidelity(args.run, args.eps, prompts=args.prompts,
+                                        forms=("item", "rollout") if args.rollout else ("item",),
+                                        critic=options or None), indent=2))
     return 0
 
 

@@ -43,10 +43,16 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
     decisions = torch.arange(K, device=perm.device) < K - 1  # the last slot is forced
     mask = decisions.expand(P, G, K)
     if use_uncertainty:
-        reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
         over_ranks = distributed.sum_over_ranks if distributed.world() > 1 else None  # the global batch's statistics
-        advantages = advantages * rl.item_uncertainty_weights(reward_var, cfg.ndcg_cutoff, cfg.unc_eps,
-                                                              cfg.unc_max_weight, over_ranks)
+        if cfg.unc_form == "rollout":  # the paper's A / (u_i + eps), one weight per rollout
+            rollout_var = rl.rollout_reward_variance(ranked_gains, ranked_var, cfg.ndcg_cutoff).view(P, G)
+            weights = rl.rollout_uncertainty_weights(rollout_var, K, cfg.ndcg_cutoff, cfg.unc_eps, cfg.unc_max_weight,
+                                                     over_ranks)
+        else:
+            reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
+            weights = rl.item_uncertainty_weights(reward_var, cfg.ndcg_cutoff, cfg.unc_eps, cfg.unc_max_weight,
+                                                  over_ranks)
+        advantages = advantages * weights
     with torch.no_grad():
         ref_logprob, _ = reference.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
     for _ in range(cfg.ppo_epochs):

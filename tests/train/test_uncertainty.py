@@ -1,0 +1,150 @@
+"""The two forms of the uncertainty weights (flexrec.rl, --unc-form) on hand-computed examples, and the
+critic's recalibration on a case with a known answer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flexrec import rl
+
+
+@pytest.fixture(scope="module")
+def world():
+    from flexrec.data import load
+
+    return load("synthetic", seed=1, n_users=200, n_items=60, n_topics=4, observe_fraction=0.2)
+
+
+def test_item_form_by_hand():
+    # One prompt, G = 2 lists, K = 3, cutoff 0: ranks 0 and 1 are scored, rank 2 is the forced last slot.
+    reward_var = torch.tensor([[[0.02, 0.01, 0.0], [0.06, 0.03, 0.0]]])
+    # Relative to each rank's mean: rank 0 mean 0.04 -> 0.5, 1.5; rank 1 mean 0.02 -> 0.5, 1.5. Their mean is 1,
+    # so eps 1 adds 1: 1 / 1.5 = 0.6667 and 1 / 2.5 = 0.4, mean 0.5333 -> normalised 1.25 and 0.75.
+    w = rl.item_uncertainty_weights(reward_var, cutoff=0, eps=1.0, max_weight=5.0)
+    torch.testing.assert_close(w, torch.tensor([[[1.25, 1.25, 1.0], [0.75, 0.75, 1.0]]]))
+
+
+def test_rollout_variance_by_hand():
+    # K = 3, discounts d = 1, 1/log2(3) = 0.6309, 1/2; the pool's gains (1, 0, 0) give IDCG = 1.
+    gains = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # two rollouts of the same pool, in rank order
+    var = torch.tensor([[0.04, 0.0, 0.0], [0.0, 0.0, 0.04]])
+    # u_0 = (1 / 1)^2 * 0.04 = 0.04; u_1 = (0.5 / 1)^2 * 0.04 = 0.01
+    torch.testing.assert_close(rl.rollout_reward_variance(gains, var, cutoff=0), torch.tensor([0.04, 0.01]))
+    # cutoff 2: the rank-2 discount is 0, so u_1 = 0; rank 1 counts with (1/log2 3)^2
+    u = rl.rollout_reward_variance(gains, torch.tensor([[0.0, 0.04, 0.0], [0.0, 0.0, 0.04]]), cutoff=2)
+    torch.testing.assert_close(u, torch.tensor([0.04 / math.log2(3) ** 2, 0.0]))
+    # no relevant item: IDCG 0 -> variance 0
+    assert rl.rollout_reward_variance(torch.zeros(1, 3), torch.ones(1, 3), 0).item() == 0.0
+
+
+def test_rollout_form_by_hand():
+    u = torch.tensor([[0.04, 0.01]])  # the rollouts above, as one prompt's group (P = 1, G = 2)
+    # mean u = 0.025, eps 1: 1 / 0.065 = 15.385, 1 / 0.035 = 28.571, mean 21.978 -> 0.700 and 1.300,
+    # the same for every scored rank of the rollout; rank 2 (forced) keeps 1.
+    w = rl.rollout_uncertainty_weights(u, K=3, cutoff=0, eps=1.0, max_weight=5.0)
+    torch.testing.assert_close(w, torch.tensor([[[0.7, 0.7, 1.0], [1.3, 1.3, 1.0]]]), atol=1e-4, rtol=0)
+    # certain rollouts (u = 0 everywhere): weights of exactly 1
+    assert torch.equal(rl.rollout_uncertainty_weights(torch.zeros(2, 4), 3, 0, 1.0, 5.0), torch.ones(2, 4, 3))
+
+
+def _draws(pred_var: np.ndarray, true_var: np.ndarray, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, np.sqrt(true_var))
+
+
+def test_recalibration_recovers_a_global_scale():
+    from flexrec.critic import VarianceRecalibration, coverage
+
+    # Predicted variances log-uniform over two decades, every one half the true sd: the known answer is a
+    # factor of 4 on every variance, after which 50% / 90% intervals cover 50% / 90%.
+    pred = np.exp(np.random.default_rng(0).uniform(np.log(1e-3), np.log(1e-1), 20000))
+    mu = np.zeros_like(pred)
+    recal = VarianceRecalibration.fit(mu, pred, _draws(pred, 4 * pred, 1))
+    np.testing.assert_allclose(recal.scales, 4.0, rtol=0.1)
+    fresh = _draws(pred, 4 * pred, 2)
+    assert coverage(mu, pred, fresh)[0] < 0.3  # before: far too narrow
+    c50, c90 = coverage(mu, recal.apply(pred), fresh)
+    assert c50 == pytest.approx(0.5, abs=0.02) and c90 == pytest.approx(0.9, abs=0.02)
+
+
+def test_recalibration_fixes_each_bucket():
+    from flexrec.critic import VarianceRecalibration, coverage
+
+    # Two kinds of label: predicted 0.01 but truly 0.04 (overconfident, factor 4), predicted 0.04 but truly
+    # 0.01 (underconfident, factor 1/4). One global scale cannot fix both; per bucket, each gets its own.
+    pred = np.repeat([0.01, 0.04], 10000)
+    true = np.repeat([0.04, 0.01], 10000)
+    mu = np.zeros_like(pred)
+    recal = VarianceRecalibration.fit(mu, pred, _draws(pred, true, 3))
+    np.testing.assert_allclose(recal.apply(np.array([0.01, 0.04])), [0.04, 0.01], rtol=0.1)
+    fresh = _draws(pred, true, 4)
+    for part in (slice(0, 10000), slice(10000, None)):
+        c50, c90 = coverage(mu[part], recal.apply(pred)[part], fresh[part])
+        assert c50 == pytest.approx(0.5, abs=0.02) and c90 == pytest.approx(0.9, abs=0.02)
+
+
+def test_critic_with_evidence_and_recalibration(world):
+    from flexrec.critic import build_imputer, coverage, observed_interest
+    from flexrec.data.pools import split_users
+
+    splits = split_users(world, seed=0)
+    critic = build_imputer("critic", world, splits["train"], ensemble=2, epochs=10, hidden=16, seed=0,
+                           evidence=True, recalibrate="val", val_users=splits["val"])
+    assert critic.evidence and critic.recalibration is not None
+    users, items, values = observed_interest(world, splits["val"])
+    c50, c90 = coverage(*critic.predict(users, items), values)  # in sample: the labels it was fitted on
+    recalibration, critic.recalibration = critic.recalibration, None
+    b50, b90 = coverage(*critic.predict(users, items), values)
+    critic.recalibration = recalibration
+    assert abs(c50 - 0.5) + abs(c90 - 0.9) < abs(b50 - 0.5) + abs(b90 - 0.9)
+    mu, var = critic.interest(int(splits["train"][0]), np.arange(5))
+    assert mu.shape == var.shape == (5,) and np.all(var >= 0)
+
+
+def test_a_run_with_every_new_setting(tmp_path, small_config):
+    import json
+
+    from flexrec.train.loop import train
+
+    cfg = small_config(tmp_path, sft_steps=1, rl_steps=2, world_users=100, world_evidence="sparse",
+                       critic_evidence=True, critic_recalibrate="heldout", unc_form="rollout")
+    results = train(cfg)
+    assert "rl" in results
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("rl/loss" in r and math.isfinite(r["rl/loss"]) for r in rows) == 2
+
+
+def test_fidelity_compares_forms_and_refitted_critics(tmp_path, small_config):
+    from flexrec.experiments.fidelity import NO_SCALING, advantage_fidelity
+    from flexrec.train.loop import train
+
+    cfg = small_config(tmp_path, sft_steps=2, rl_steps=0, world_users=100, world_evidence="sparse")
+    train(cfg)
+    plain = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, forms=("item", "rollout"))
+    assert set(plain["cosine"]) == {NO_SCALING, "eps 1", "rollout eps 1"}
+    assert 0 < plain["effective_share"]["rollout eps 1"] <= 1.0
+    assert "val_coverage_50" not in plain  # the run's own fill: no refit
+    refit = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, critic={"base": True})
+    # the refit of the run's own critic fills the pools as the trainer did: the same numbers
+    assert refit["cosine"] == pytest.approx({k: plain["cosine"][k] for k in refit["cosine"]})
+    assert refit["pool_coverage_50"] == pytest.approx(plain["pool_coverage_50"])
+    new = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, critic={"evidence": True, "recalibrate": "val"})
+    assert 0 <= new["val_coverage_50"] <= new["val_coverage_90"] <= 1
+
+
+def test_heldout_recalibration_keeps_its_labels_from_the_critic(world):
+    from flexrec.critic import HELDOUT_SHARE, build_imputer, known_interest
+    from flexrec.data.pools import split_users
+
+    splits = split_users(world, seed=0)
+    kw = dict(ensemble=1, epochs=2, hidden=8, seed=0)
+    plain = build_imputer("critic", world, splits["train"], **kw)
+    heldout = build_imputer("critic", world, splits["train"], recalibrate="heldout", **kw)
+    assert plain.recalibration is None and heldout.recalibration is not None
+    assert len(heldout.recalibration.scales) >= 1 and np.all(heldout.recalibration.scales > 0)
+    with pytest.raises(ValueError, match="recalibrate must be"):
+        build_imputer("critic", world, splits["train"], recalibrate="val", **kw)  # which validation users?
+    assert 0 < HELDOUT_SHARE < 1 and len(known_interest(world, splits["train"])[0]) > 0
