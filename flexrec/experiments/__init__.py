@@ -28,6 +28,8 @@ FLEXREC = Method("FlexRec", "rl", {"reward_mode": "flexrec"})
 NOUNC = Method("FlexRec w/o uncertainty", "rl", {"reward_mode": "flexrec-nounc"})  # the causal swap reward alone
 LLM = [UNTRAINED, SFT, SEQ, RANK, FLEXREC]
 UNC_EPS = (0.1, 1.0, 10.0)  # the uncertainty-strength sweep (TrainConfig.unc_eps; w/o uncertainty is eps -> inf)
+TUNING_LR = (1e-4, 3e-4, 1e-3)  # the rl-tuning grid (TrainConfig.lr x TrainConfig.ndcg_cutoff; cutoff 0 = whole list)
+TUNING_CUTOFF = (5, 0)
 NEED_NAMES = ("maximize_interest", "explore_new_topics", "trend_promotion")
 
 # Why our tiny-model numbers can order methods differently from the paper (measured; see README "Results").
@@ -140,7 +142,20 @@ def _experiments() -> dict[str, Experiment]:
             [Setting("all needs", {"need": "all"})],
             [SFT, NOUNC] + [Method(_eps_label(e), "rl", {"reward_mode": "flexrec", "unc_eps": e}) for e in UNC_EPS],
             compare=(NOUNC.label, [_eps_label(e) for e in UNC_EPS]), split="val", fidelity_eps=UNC_EPS),
+        "rl-tuning": Experiment(
+            "rl-tuning", "Choosing the RL learning rate and the reward cutoff (validation users)",
+            "All needs jointly; FlexRec continued from each seed's one SFT run at every (learning rate, reward "
+            "cutoff) pair of the grid. Every method is scored on the validation users, never the test users; the "
+            "pair with the highest mean validation NDCG@5 over the needs is the one to use (`--lr`, `--ndcg-cutoff`).",
+            [Setting("all needs", {"need": "all"})],
+            [SFT] + [Method(_tuning_label(lr, n), "rl", {"reward_mode": "flexrec", "lr": lr, "ndcg_cutoff": n})
+                     for lr in TUNING_LR for n in TUNING_CUTOFF],
+            compare=(SFT.label, [_tuning_label(lr, n) for lr in TUNING_LR for n in TUNING_CUTOFF]), split="val"),
     }
+
+
+def _tuning_label(lr: float, cutoff: int) -> str:
+    return f"FlexRec, lr {lr:g}, cutoff {cutoff}"
 
 
 def _eps_label(eps: float) -> str:

@@ -226,12 +226,13 @@ def method_ranker(method: Method, here: SeedSetting, size: str, device: str, log
     return load_run(run, device=device), trained + [run], (run, "rl")
 
 
-def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: str = "tiny",
+def run_experiment(exp: Experiment, size: str = "quick", seeds=3, model: str = "tiny",
                    data: str = "synthetic", device: str = "auto", runs_root: str = "runs/experiments",
                    extra: Optional[dict] = None, log: Callable[[str], None] = print,
                    split: Optional[str] = None) -> dict:
     """Train and evaluate everything; returns {setting: {evaluation: {method: Cell}}} and curves.
 
+    ``seeds``: N (seeds 0..N-1) or a list of seeds.
     ``split``: the users scored, "test" or "val" (default: the experiment's own, ``exp.split``). A setting
     is chosen on "val" and reported on "test": the two never share a user.
 
@@ -255,7 +256,7 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
     curves = {s.label: {m.label: [] for m in exp.methods if m.kind == "rl"} for s in exp.settings}
     start, runs, code = time.time(), [], describe_code(code_version())  # the code that trains, read before anything runs
     critic_sft: dict[str, list[Path]] = {s.label: [] for s in exp.settings}  # each seed's SFT run on the critic fill
-    for seed in range(seeds):
+    for seed in (range(seeds) if isinstance(seeds, int) else seeds):
         for setting in exp.settings:
             here = prepare(exp, seed, setting, base, runs_root, split)
             for method in exp.methods:
