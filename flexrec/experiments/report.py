@@ -162,7 +162,7 @@ def _against_paper(exp: Experiment, by_method: dict, needs: list[str], n_boot: i
         return []
     pairs = [(a, b) for a, b in paper.pairs if a in by_method and b in by_method]
     model = base.get("model", "tiny")
-    model_text = "the tiny preset, randomly initialised" if model == "tiny" else f"`{model}`"
+    model_text = "the tiny preset (randomly initialised)" if model == "tiny" else f"`{model}`"
     lines = [f"Against the paper: {paper.claim} Only the direction of each pair is compared, never a level: the "
              "paper post-trains a pretrained instruction-tuned LLM on real data (FLEXREC.md section 8) with "
              f"K = 30 candidates; these runs train {model_text} on `{base.get('data', 'synthetic')}` with "
