@@ -132,7 +132,7 @@ def test_validation_split_and_advantage_fidelity(tmp_path):
             assert len(cell.values[need]["ndcg@5"]) == sum(ex.need == need for ex in examples)
     assert users["val"] and users["test"]
     text = write_report(exp, val, tmp_path / "results", "pytest", 1, "smoke", n_boot=50).read_text()
-    assert "validation users" in text and "Advantage fidelity" in text and "test users" not in text
+    assert "validation users" in text and "Advantage fidelity" in text and "confirmation seeds" not in text
 
     sft = tmp_path / "runs/pick/all_needs/seed0/sft-critic"
     fid = advantage_fidelity(sft, eps=(0.1,), prompts=32)
