@@ -44,11 +44,14 @@ class TrainConfig:
     need: str = "all"  # a registered need, a comma-separated list, or "all" (jointly, one model)
     eval_needs: str = ""  # needs to evaluate on ("" = the training needs)
     num_candidates: int = 10  # K, the pool size. The paper uses 30; 10 keeps the CPU default run
-    # under 10 minutes (a K-step decode and a (K, K) softmax per list) while the needs still disagree
+    # under 10 minutes (a K-step decode and a (K, K) softmax per list) while the needs still disagree. Chosen by the
+    # budget, checked on validation users: at K = 20 the joint tiny model's validation NDCG@5 stayed at the untrained
+    # level after 1500 SFT steps (docs/TUNING.md, "Defaults and what chose them")
     world_users: int = 1000  # synthetic world: users (train/val/test split 70/10/20)
     world_items: int = 150  # synthetic world: items
     world_topics: int = 6  # synthetic world: topics
-    world_taste_scale: float = 1.6  # synthetic world: how strongly topic taste drives interest
+    world_taste_scale: float = 1.6  # synthetic world: how strongly topic taste drives interest. NOT chosen on
+    # validation users: set (from 1.2) while test scores were being compared (commit 5e62b7f); docs/TUNING.md
     world_evidence: str = "uniform"  # synthetic world: how feedback is spread, flexrec.data.synthetic.EVIDENCE:
     # "uniform" (every user 8-30 history items, every pair observed alike), "sparse" (long-tailed, cold users and
     # items, noisy users; half the observations), "dense" (four times the observations, no one cold)
@@ -76,8 +79,9 @@ class TrainConfig:
     # intervals cover 50% / 90% of held-out labels (critic.VarianceRecalibration): "val", the validation users'
     # observed labels; "heldout", 20% of the training users' observed labels, kept from the critic's training
     # ---- SFT warm start ------------------------------------------------------------------------
-    sft_steps: int = 1500  # teacher-forced steps on rankings by the filled labels (0 = skip)
-    sft_lr: float = 3e-3
+    sft_steps: int = 1500  # teacher-forced steps on rankings by the filled labels (0 = skip). Chosen from the
+    # validation NDCG@5 curves (val_ndcg@5 in metrics.jsonl; explore_new_topics learned by 750-1250 steps), docs/TUNING.md
+    sft_lr: float = 3e-3  # not swept on validation users (docs/TUNING.md)
     sft_positions: int = 5  # SFT loss on the first n steps of the target ranking (0 = all K-1): the
     # order below the NDCG cutoff is mostly ties and noise
     # ---- RL ----------------------------------------------------------------------------------

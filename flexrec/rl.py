@@ -55,6 +55,35 @@ def group_item_advantages(rewards: Tensor, delta: float = 1e-4, per_rank: bool =
     return (rewards - mean) / (std + delta)
 
 
+def rank_grpo_advantages(rewards: Tensor, delta: float = 1e-4) -> Tensor:
+    """Rank-GRPO's advantages: each rank's reward normalised across the group's G rollouts at that rank.
+
+    A[p, i, k] = (r[p, i, k] - mean_i r[p, :, k]) / (std_i r[p, :, k] + delta), std with Bessel's correction;
+    a rank whose G rewards are equal (e.g. past the reward's cutoff) gets zeros. This is Rank-GRPO (Zhu et al.,
+    "Rank-GRPO: Training LLM-based Conversational Recommender Systems with Reinforcement Learning", arXiv
+    2510.20150), as its released code computes it: yaochenzhu/Rank-GRPO, libs/trl/rank_grpo_trainer.py,
+    ``RankGRPOTrainer._generate_and_score_completions`` ("Compute group-wise mean/std over num_generations, per
+    position": ``rewards_items.view(B, G, rec_num).mean(dim=1)`` and ``.std(dim=1)``, then
+    ``(rewards - mean) / (std + 1e-4)``). Its reward, DCG of the list from rank k on (DCG@k:N), is our
+    ``swap_reward(..., "suffix")``; its rank-level importance ratio (geometric mean of a rank's token
+    probabilities) is our per-slot ratio, since a candidate is one slot token here.
+
+    Shapes: rewards (P, G, K) -> (P, G, K). G = 1 gives zeros.
+    """
+    if rewards.shape[1] < 2:
+        return torch.zeros_like(rewards)
+    return (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True, unbiased=True) + delta)
+
+
+def advantages(rewards: Tensor, reward_mode: str, delta: float = 1e-4, per_rank: bool = False) -> Tensor:
+    """The advantages a ``--reward-mode`` trains with: Rank-GRPO's per-rank normalisation for "rank"
+    (``rank_grpo_advantages``), the group normalisation of FLEXREC.md section 6 for every other mode
+    (``group_item_advantages``, ``per_rank``: its rank baseline). Shapes: rewards (P, G, K) -> (P, G, K)."""
+    if reward_mode == "rank":
+        return rank_grpo_advantages(rewards, delta)
+    return group_item_advantages(rewards, delta, per_rank)
+
+
 def uncertainty_weights(
     reward_var: Tensor,
     eps: float = 0.1,

@@ -11,9 +11,8 @@ import numpy as np
 import torch
 
 from flexrec.eval.evaluate import METRICS
-from flexrec.experiments.runner import Experiment, paired_delta
-from flexrec.train.report import pyplot
-from flexrec.train.rundir import code_version, describe_code
+from flexrec.experiments.runner import DirtyTreeError, Experiment, paired_delta, per_seed_delta
+from flexrec.train.report import pyplot, untrained_label
 
 NAMES = {"ndcg@5": "NDCG@5", "ndcg@10": "NDCG@10", "ndcg@30": "NDCG@30", "recall@5": "Recall@5", "mrr@5": "MRR@5"}
 
@@ -28,27 +27,45 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
-_USERS = {"test": "test users", "val": "validation users (the split for choosing settings; never the test users)"}
+_USERS = {"test": "test users of the confirmation seeds (`--confirm`; no setting was chosen on them)",
+          "val": "validation users (the split for choosing settings; never the test users)"}
 
 
-def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, seeds: int, size: str,
+def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, seeds, size: str,
                  n_boot: int = 1000) -> Path:
-    """Write the markdown report, its JSON twin and the plots; returns the markdown path."""
+    """Write the markdown report, its JSON twin and the plots; returns the markdown path.
+
+    A confirmation report (``out["confirm"]``) from runs trained on uncommitted code is refused
+    (``DirtyTreeError``) unless ``out["allow_dirty"]``, and then its first line says so. Every number in the
+    report is computed from ``out``'s runs."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cells = out["cells"]
+    codes = out.get("run_codes", {})
+    dirty = sorted(c for c in codes if "uncommitted" in c)
+    if out.get("confirm") and dirty and not out.get("allow_dirty"):
+        raise DirtyTreeError(f"{sum(codes[c] for c in dirty)} run(s) were trained from uncommitted code ({', '.join(dirty)}): "
+                             "retrain them from a commit, or pass --allow-dirty (the report then says so)")
+    out_dir.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in out["base"].items() if k not in ("progress",)}
-    lines = [f"# {exp.title}", "", exp.description, "",
-             f"- command: `{command}`",
-             f"- size `{size}`, {seeds} seed(s) (each seed: its own world, split, pools and training run)",
-             f"- settings: `{json.dumps(base, sort_keys=True)}`",
-             f"- machine: {machine()}; {out.get('runs', 0)} training runs took {out.get('train_seconds', 0) / 60:.1f} min "
-             f"when they ran; this report's call took {out['seconds'] / 60:.1f} min (finished runs are reused)",
-             f"- code: {out.get('code') or describe_code(code_version())} (when the experiment started)",
-             f"- every number is the mean over {_USERS[out.get('split', 'test')]} (pooled over seeds) on the TRUE labels, with a 95% "
-             "bootstrap interval over users stratified by seed; `seed sd` is the standard deviation of the "
-             "per-seed NDCG@5 means.",
-             "- NDCG@30 with K < 30 candidates is NDCG over the whole list (the cutoff is min(30, K)).", ""]
+    seed_list = out.get("seeds", list(range(seeds)) if isinstance(seeds, int) else seeds)
+    lines = [f"# {exp.title}", ""]
+    if dirty:
+        lines += [f"**Not reproducible from a commit: {sum(codes[c] for c in dirty)} of the runs were trained from "
+                  f"uncommitted code ({', '.join(dirty)})" + (" (--allow-dirty).**" if out.get("allow_dirty") else ".**"), ""]
+    lines += [exp.description, "",
+              f"- command: `{command}`",
+              f"- size `{size}`, seeds {', '.join(map(str, seed_list))} (each seed: its own world, split, pools and "
+              "training run)" + (" — the reserved confirmation seeds" if out.get("confirm") else ""),
+              f"- settings: `{json.dumps(base, sort_keys=True)}`",
+              f"- machine: {machine()}; {out.get('runs', 0)} training runs took {out.get('train_seconds', 0) / 60:.1f} min "
+              f"when they ran; this report's call took {out['seconds'] / 60:.1f} min (finished runs are reused)",
+              "- code of the runs (each run's config.json): "
+              + ("; ".join(f"{c} ({n} runs)" for c, n in codes.items()) or "no training runs"),
+              f"- every number is the mean over {_USERS[out.get('split', 'val')]} (pooled over seeds) on the TRUE "
+              "labels, with a 95% bootstrap interval over users stratified by seed; `seed sd` is the standard "
+              "deviation of the per-seed NDCG@5 means. A difference between two methods is paired (the same pools) "
+              "and its 95% interval is seed-aware: it resamples the seeds, then the users within each seed.",
+              "- NDCG@30 with K < 30 candidates is NDCG over the whole list (the cutoff is min(30, K)).", ""]
     summary: dict = {}
     for setting, by_eval in cells.items():
         for ev, by_method in by_eval.items():
@@ -71,7 +88,7 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
             for compare in exp.compare_also:
                 lines += _deltas(compare, by_method, needs, n_boot, part.setdefault(f"vs {compare[0]}", {}))
             lines += _versus_random(by_method, needs, n_boot)
-            lines += _against_paper(exp, by_method, needs, n_boot)
+            lines += _against_paper(exp, by_method, needs, n_boot, base)
             png = out_dir / f"{exp.name}-{_slug(heading)}.png"
             _bars(by_method, needs, f"{exp.name}: {heading}", png)
             lines += [f"![NDCG@5 per need]({png.name})", ""]
@@ -81,11 +98,14 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
         lines += [section[0] + (f" ({setting})" if len(cells) > 1 else "")] + section[1:]
         summary.setdefault(setting, {})["advantage fidelity"] = data
     md = out_dir / f"{exp.name}.md"
-    md.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if base.get("model", "tiny") != "tiny":  # the row of the model before training: a pretrained model is zero-shot
+        text = text.replace("untrained (random init)", untrained_label(base["model"]))
+    md.write_text(text)
     (out_dir / f"{exp.name}.json").write_text(json.dumps(
-        {"experiment": exp.name, "command": command, "size": size, "seeds": seeds, "settings": base,
-         "machine": machine(), "code": out.get("code") or describe_code(code_version()), "seconds": out["seconds"],
-         "train_seconds": out.get("train_seconds"),
+        {"experiment": exp.name, "command": command, "size": size, "seeds": seed_list, "settings": base,
+         "confirm": bool(out.get("confirm")), "split": out.get("split", "val"), "machine": machine(),
+         "run_codes": codes, "seconds": out["seconds"], "train_seconds": out.get("train_seconds"),
          "results": summary}, indent=1, default=str) + "\n")
     return md
 
@@ -96,20 +116,27 @@ def _deltas(compare: tuple[str, list[str]], by_method: dict, needs: list[str], n
     others = [o for o in others if o in by_method]
     if ref not in by_method or not others:
         return []
-    lines = [f"Paired difference in NDCG@5, `{ref}` minus each (same pools; an interval above 0 means "
-             f"`{ref}` is better):", "", "| need | " + " | ".join(others) + " |", "|---|" + "---|" * len(others)]
-    wins = {o: [0, 0, 0] for o in others}  # needs where ref is ahead, significantly ahead, significantly behind
+    lines = [f"Paired difference in NDCG@5, `{ref}` minus each (same pools; seed-aware 95% interval: seeds, then "
+             f"users; an interval above 0 means `{ref}` is ahead):", "",
+             "| need | " + " | ".join(others) + " |", "|---|" + "---|" * len(others)]
+    wins = {o: [0, 0] for o in others}  # needs where ref is ahead (interval above 0), behind (interval below 0)
+    per_seed = []
     for need in needs:
         ivs = [paired_delta(by_method[ref], by_method[o], need, "ndcg@5", n_boot) for o in others]
-        summary.setdefault("deltas", {})[need] = {o: iv.as_dict() for o, iv in zip(others, ivs)}
+        seeds = {o: per_seed_delta(by_method[ref], by_method[o], need) for o in others}
+        summary.setdefault("deltas", {})[need] = {o: dict(iv.as_dict(), per_seed=seeds[o]) for o, iv in zip(others, ivs)}
         lines.append(f"| {need} | " + " | ".join(f"{iv.mean:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]" for iv in ivs) + " |")
+        per_seed += [f"| {need} | {o} | " + ", ".join(f"{d:+.3f}" for d in seeds[o].values()) + " |" for o in others]
         if need != "mean":
             for o, iv in zip(others, ivs):
-                wins[o] = [wins[o][0] + (iv.mean > 0), wins[o][1] + (iv.lo > 0), wins[o][2] + (iv.hi < 0)]
+                wins[o] = [wins[o][0] + (iv.lo > 0), wins[o][1] + (iv.hi < 0)]
     n = len([x for x in needs if x != "mean"])
-    lines += ["", "Reading (generated): " + "; ".join(
-        f"`{ref}` is ahead of `{o}` on {a}/{n} needs ({s} with the interval above 0, {b} below 0)"
-        for o, (a, s, b) in wins.items()) + "."]
+    seed_names = ", ".join(map(str, by_method[ref].seeds(needs[0])))
+    lines += ["", f"Per-seed differences (`{ref}` minus each; mean over each seed's users; seeds {seed_names}):", "",
+              "| need | minus | per seed |", "|---|---|---|", *per_seed]
+    lines += ["", "Reading (generated; \"ahead\" means the seed-aware interval is above 0): " + "; ".join(
+        f"`{ref}` is ahead of `{o}` on {a}/{n} needs, behind on {b}/{n}, not separated on {n - a - b}/{n}"
+        for o, (a, b) in wins.items()) + "."]
     return lines + [""]
 
 
@@ -126,28 +153,34 @@ def _versus_random(by_method: dict, needs: list[str], n_boot: int) -> list[str]:
             f"95% interval contains 0): {', '.join(f'`{m}`' for m in same)}.", ""]
 
 
-def _against_paper(exp: Experiment, by_method: dict, needs: list[str], n_boot: int) -> list[str]:
-    """Each pair the paper orders, checked on our numbers (paired NDCG@5, per need)."""
+def _against_paper(exp: Experiment, by_method: dict, needs: list[str], n_boot: int, base: dict) -> list[str]:
+    """Each pair the paper orders, checked on our numbers (paired NDCG@5, per need). Only the direction is
+    compared: the paper's figures come from another model, other data and another K, so none is repeated."""
     paper = exp.paper
     if paper is None:
         return []
     pairs = [(a, b) for a, b in paper.pairs if a in by_method and b in by_method]
-    lines = ["Against the paper (generated from the paired NDCG@5 differences above; the paper used other "
-             f"models and data): {paper.figures}", "",
+    model = base.get("model", "tiny")
+    model_text = "the tiny preset (randomly initialised)" if model == "tiny" else f"`{model}`"
+    lines = [f"Against the paper: {paper.claim} Only the direction of each pair is compared, never a level: the "
+             "paper post-trains a pretrained instruction-tuned LLM on real data (FLEXREC.md section 8) with "
+             f"K = 30 candidates; these runs train {model_text} on `{base.get('data', 'synthetic')}` with "
+             f"K = {base.get('num_candidates', 10)}.", "",
              "| paper: above | paper: below | " + " | ".join(needs) + " |", "|---|---|" + "---|" * len(needs)]
-    differs = False
+    differs = []
     for above, below in pairs:
         cells = []
         for need in needs:
             iv = paired_delta(by_method[above], by_method[below], need, "ndcg@5", n_boot)
             verdict = "as paper" if iv.lo > 0 else "reversed" if iv.hi < 0 else "tie"
-            differs |= verdict != "as paper" and need != "mean"
+            if verdict != "as paper" and need != "mean":
+                differs.append(f"`{above}` vs `{below}` on {need} ({verdict})")
             cells.append(f"{verdict} ({iv.mean:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}])")
         lines.append(f"| {above} | {below} | " + " | ".join(cells) + " |")
-    lines += ["", "`as paper`: the paper's upper method is ahead with the 95% interval above 0; `tie`: the interval "
-              "contains 0; `reversed`: ours orders the pair the other way.", ""]
-    if differs:
-        lines += [f"Where ours differs from the paper, the likely reason: {paper.reason}", ""]
+    lines += ["", "`as paper`: the paper's upper method is ahead with the seed-aware 95% interval above 0; `tie`: "
+              "the interval contains 0; `reversed`: the interval is below 0.", ""]
+    lines += ["Where these runs do not show the paper's order (generated): " + ("; ".join(differs) or "nowhere") + ".",
+              ""]
     return lines
 
 

@@ -7,9 +7,12 @@ and setting:
 - one SFT-only run per label source (imputer) is trained; every RL method continues it through
   `adapters.fork_run` (same warm start, critic fill and random streams as a from-scratch run);
 - the untrained policy is that run's initial policy; baselines are fitted on the same observed data;
-- every method ranks the same test pools (the trainer's test users) and is scored on true labels.
-Per-user values are kept, so intervals are bootstrapped over users (stratified by seed) and
-differences between methods are paired.
+- every method ranks the same pools and is scored on true labels: the validation users of seeds 0, 1, ...
+  while settings are being chosen, and the test users of the reserved confirmation seeds
+  (``CONFIRM_SEEDS``) only with ``confirm=True`` (`--confirm`), for the final report.
+Per-user values are kept, so a method's interval is bootstrapped over users (stratified by seed), and a
+difference between methods is paired and bootstrapped over seeds, then users
+(``flexrec.eval.stats.hierarchical_bootstrap_ci``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,27 @@ from typing import Callable, Optional
 import numpy as np
 
 from flexrec.eval.evaluate import METRICS, load_examples, per_user_values, rank_all, run_spec
-from flexrec.eval.stats import Interval, bootstrap_ci
+from flexrec.eval.stats import Interval, bootstrap_ci, hierarchical_bootstrap_ci, per_seed_means
+
+# Seeds reserved for the confirmation runs (`--confirm`): never used to choose a setting. Every other run
+# (defaults, tuning, development experiments) uses seeds below CONFIRM_SEEDS[0] and validation users.
+CONFIRM_SEEDS = (100, 101, 102, 103, 104)
+
+
+def experiment_seeds(seeds, confirm: bool = False) -> list[int]:
+    """The seeds an experiment runs: N -> 0..N-1, or the first N confirmation seeds with ``confirm``; a list is
+    checked as it is. Raises ValueError for a reserved seed without ``confirm`` and for any other with it."""
+    if isinstance(seeds, int):
+        if confirm and not 1 <= seeds <= len(CONFIRM_SEEDS):
+            raise ValueError(f"--confirm runs 1 to {len(CONFIRM_SEEDS)} seeds ({CONFIRM_SEEDS}), not {seeds}")
+        seeds = list(CONFIRM_SEEDS[:seeds]) if confirm else list(range(seeds))
+    seeds = [int(s) for s in seeds]
+    if confirm and not set(seeds) <= set(CONFIRM_SEEDS):
+        raise ValueError(f"--confirm runs the reserved seeds {CONFIRM_SEEDS} only, not {seeds}")
+    if not confirm and any(s >= CONFIRM_SEEDS[0] for s in seeds):
+        raise ValueError(f"seeds >= {CONFIRM_SEEDS[0]} are reserved for the confirmation runs (--confirm): they may "
+                         f"never be used to choose a setting; got {seeds}")
+    return seeds
 
 
 @dataclass
@@ -60,13 +83,12 @@ class Evaluation:
 class PaperOrder:
     """What the paper reports for an experiment, for the report's "against the paper" section.
 
-    pairs: (above, below) method labels of this experiment that the paper orders that way; figures:
-    the paper's numbers in words (FLEXREC.md section 8); reason: the likely reason where ours differs.
+    pairs: (above, below) method labels of this experiment that the paper orders that way; claim: the
+    paper's claim in words, without its figures (its model, data and K differ from these runs).
     """
 
     pairs: list[tuple[str, str]]
-    figures: str
-    reason: str
+    claim: str
 
 
 @dataclass
@@ -80,7 +102,6 @@ class Experiment:
     compare: tuple[str, list[str]] = ("FlexRec", ["SFT", "GRPO seq-NDCG (Rec-R1-like)"])  # paired deltas
     compare_also: list[tuple[str, list[str]]] = field(default_factory=list)  # further (reference, others) tables
     curves: bool = False  # plot the RL reward curves across seeds (training stability)
-    split: str = "test"  # the users every method is scored on: "test", or "val" for choosing settings
     fidelity_eps: tuple = ()  # report `fidelity.advantage_fidelity` of each seed's SFT run at these unc_eps
     paper: Optional[PaperOrder] = None  # the paper's ordering, compared with ours in the report
 
@@ -120,6 +141,9 @@ class Cell:
                 row[m] = np.concatenate([row[m], v[m]])
             self.strata[need] = np.concatenate([self.strata.get(need, np.zeros(0, int)), np.full(len(v[m]), seed)])
 
+    def seeds(self, need: str) -> list[int]:
+        return [int(s) for s in np.unique(self.strata[need])]
+
     def interval(self, need: str, metric: str, n_boot: int = 1000) -> Interval:
         return bootstrap_ci(self.values[need][metric], n_boot, strata=self.strata[need])
 
@@ -131,19 +155,29 @@ class Cell:
 
 
 def paired_delta(a: Cell, b: Cell, need: str, metric: str = "ndcg@5", n_boot: int = 1000) -> Interval:
-    """Mean of a - b over the same (seed, user) pools, with a stratified bootstrap interval."""
+    """Mean of a - b over the same (seed, user) pools, with a seed-aware interval (seeds, then users)."""
     diff = a.values[need][metric] - b.values[need][metric]
-    return bootstrap_ci(diff, n_boot, strata=a.strata[need])
+    return hierarchical_bootstrap_ci(diff, a.strata[need], n_boot)
 
 
-def check_against_trainer(run: Path, stage: str, per_user: dict) -> None:
-    """Fail loudly unless our reload of `run` scores exactly what the trainer's own test evaluation did.
+def per_seed_delta(a: Cell, b: Cell, need: str, metric: str = "ndcg@5") -> dict:
+    """{seed: mean of a - b over that seed's users}."""
+    return per_seed_means(a.values[need][metric] - b.values[need][metric], a.strata[need])
 
-    The trainer evaluates the same test pools at the end of each stage (results.json); a difference
-    means the adapter rebuilt a different world, prompt or model than the trainer trained on.
+
+def check_against_trainer(run: Path, stage: str, per_user: dict, split: str) -> None:
+    """Fail loudly unless our reload of `run` scores exactly what the trainer's own evaluation did.
+
+    The trainer scores its ``results_split`` users (config.json; "test" for runs made before the trainer
+    scored validation users only) at the end of each stage (results.json). When ``split`` is that split,
+    a difference means the adapter rebuilt a different world, prompt or model than the trainer trained on.
     """
     import json
 
+    from flexrec.train.rundir import read_run_config
+
+    if read_run_config(run).get("results_split", "test") != split:
+        return
     path = Path(run) / "results.json"
     trainer = json.loads(path.read_text()).get(stage, {}) if path.is_file() else {}
     for need, r in trainer.items():
@@ -226,19 +260,22 @@ def method_ranker(method: Method, here: SeedSetting, size: str, device: str, log
     return load_run(run, device=device), trained + [run], (run, "rl")
 
 
-def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: str = "tiny",
+def run_experiment(exp: Experiment, size: str = "quick", seeds=3, model: str = "tiny",
                    data: str = "synthetic", device: str = "auto", runs_root: str = "runs/experiments",
                    extra: Optional[dict] = None, log: Callable[[str], None] = print,
-                   split: Optional[str] = None) -> dict:
+                   confirm: bool = False, allow_dirty: bool = False) -> dict:
     """Train and evaluate everything; returns {setting: {evaluation: {method: Cell}}} and curves.
 
-    ``split``: the users scored, "test" or "val" (default: the experiment's own, ``exp.split``). A setting
-    is chosen on "val" and reported on "test": the two never share a user.
+    ``seeds``: N or a list (``experiment_seeds``). Without ``confirm`` every method is scored on the validation
+    users of seeds below ``CONFIRM_SEEDS[0]`` (for choosing settings); with ``confirm`` on the test users of the
+    reserved confirmation seeds, once the settings are frozen; the two never share a user or a seed. A
+    confirmation refuses to start from a tree with uncommitted changes unless ``allow_dirty``.
 
     Result: {"cells": that dict, "curves": {setting: {method: [(steps, rewards) per seed]}}, "seconds": this
     call's wall time, "train_seconds": the training runs' wall times when they ran (reused runs included),
-    "runs": how many training runs, "split": the users scored, "fidelity": {setting: (markdown lines, data)} of
-    `fidelity.fidelity_section` when ``exp.fidelity_eps`` is set}.
+    "runs": how many training runs, "split": the users scored, "seeds": the seeds, "confirm", "run_codes":
+    {described code version: number of runs} of every run scored, "fidelity": {setting: (markdown lines, data)}
+    of `fidelity.fidelity_section` when ``exp.fidelity_eps`` is set}.
     """
     from flexrec.config import set_threads
     from flexrec.experiments import adapters
@@ -246,28 +283,32 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
 
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; use one of {', '.join(SIZES)}")
-    split = split or exp.split
-    if split not in ("val", "test"):
-        raise ValueError(f"unknown split {split!r}; score on 'test' users, or on 'val' users to choose a setting")
+    seeds = experiment_seeds(seeds, confirm)
+    split = "test" if confirm else "val"
+    if confirm and not allow_dirty and code_version().get("dirty"):
+        raise DirtyTreeError(f"--confirm: {describe_code(code_version())}: commit first (the report must name the "
+                             "code its runs were trained with), or pass --allow-dirty (the report then says so)")
     set_threads()
     base = dict(SIZES[size], model=model, data=data, device=device, progress=False, **(extra or {}))
     cells = {s.label: {e.label: {m.label: Cell() for m in exp.methods} for e in exp.evaluations} for s in exp.settings}
     curves = {s.label: {m.label: [] for m in exp.methods if m.kind == "rl"} for s in exp.settings}
     start, runs, code = time.time(), [], describe_code(code_version())  # the code that trains, read before anything runs
     critic_sft: dict[str, list[Path]] = {s.label: [] for s in exp.settings}  # each seed's SFT run on the critic fill
-    for seed in range(seeds):
+    scored: list[Path] = []  # every run a row was scored from (trained now or reused)
+    for seed in seeds:
         for setting in exp.settings:
             here = prepare(exp, seed, setting, base, runs_root, split)
             for method in exp.methods:
                 ranker, trained, checked = method_ranker(method, here, size, device, lambda s: log(f"[{exp.name}] {s}"))
                 runs += trained
+                scored += [checked[0]] if checked else []
                 if method.kind == "rl":
                     curves[setting.label][method.label].append(adapters.reward_curve(trained[-1]))
                 for ev in exp.evaluations:
                     perm = rank_all(ranker, here.examples[ev.label])
                     per_user = per_user_values(here.examples[ev.label], perm)
-                    if checked and not ev.heldout_instructions and split == "test":
-                        check_against_trainer(*checked, per_user)  # the trainer's results are on test users
+                    if checked and not ev.heldout_instructions:
+                        check_against_trainer(*checked, per_user, split)
                     cells[setting.label][ev.label][method.label].add(seed, per_user)
             if "critic" in here.sft_runs:
                 critic_sft[setting.label].append(here.sft_runs["critic"])
@@ -279,7 +320,24 @@ def run_experiment(exp: Experiment, size: str = "quick", seeds: int = 3, model: 
         fidelity = {label: fidelity_section(r, exp.fidelity_eps) for label, r in critic_sft.items() if r}
     return {"cells": cells, "curves": curves, "seconds": time.time() - start, "base": base, "split": split,
             "train_seconds": sum(adapters.wall_seconds(r) for r in runs), "runs": len(runs), "code": code,
-            "fidelity": fidelity}
+            "fidelity": fidelity, "seeds": seeds, "confirm": confirm, "allow_dirty": allow_dirty,
+            "run_codes": run_codes(scored)}
+
+
+class DirtyTreeError(RuntimeError):
+    """A final report would rest on code that no commit holds."""
+
+
+def run_codes(run_dirs: list[Path]) -> dict[str, int]:
+    """{"commit abc1234" or "commit abc1234 + uncommitted changes": number of runs} of the runs' own
+    config.json (``code_version``, recorded when each run was trained or resumed)."""
+    from flexrec.train.rundir import describe_code, read_run_config
+
+    counts: dict[str, int] = {}
+    for run in dict.fromkeys(Path(r) for r in run_dirs):
+        key = describe_code(read_run_config(run).get("code_version", {}))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def with_overrides(method: Method, **overrides) -> Method:

@@ -5,6 +5,10 @@ optimiser and state (or all of it from the checkpoint). run_steps: [SFT step | R
 filled gains -> swap rewards -> uncertainty-scaled advantages -> PPO-clip loss -> step] -> log / eval /
 save. finish: the final evaluation, the last checkpoint and the report. The steps are in
 ``flexrec.train.steps``, the math in ``flexrec.rl``, the critic in ``flexrec.critic``.
+
+A training run scores validation users only (``RESULTS_SPLIT``): its curves, results.json, report.md and
+printed table. It never builds the test users' pools; they are scored by ``python -m flexrec.eval`` and by
+``python -m flexrec.experiments NAME --confirm``, so that no setting is chosen by looking at them.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from flexrec.eval.evaluate import ItemPopularityRanker, PolicyRanker, mean_metri
 from flexrec.models import check_model_spec
 from flexrec.train import data_parallel, distributed
 from flexrec.train.build import build_policy, make_collate, ops_backends
-from flexrec.train.report import results_table, write_report
-from flexrec.train.rundir import (RunDir, check_new_run, check_report_to, code_version, describe_code, load_checkpoint, rng_state,
-                                  set_rng_state)
+from flexrec.train.report import USERS_LINE, results_table, untrained_label, write_report
+from flexrec.train.rundir import (RunDir, check_new_run, check_report_to, code_version, describe_code, load_checkpoint,
+                                  rng_state, set_rng_state)
 from flexrec.train.steps import need_weights, rl_optimizer, rl_step, sample_batch, sft_step
+
+RESULTS_SPLIT = "val"  # the users a run's results stages are scored on (recorded in config.json as results_split)
 
 
 @dataclass
@@ -42,7 +48,7 @@ class Run:
     cfg: TrainConfig
     device: torch.device
     data: Any
-    examples: dict[str, list]  # split -> pools (train: the training needs; val / test: the evaluated needs)
+    examples: dict[str, list]  # split -> pools (train: the training needs; val: the evaluated needs; no test)
     policy: Any  # RankingPolicy, or its DDP / FSDP wrapper
     tokenizer: Any
     collate: Callable
@@ -56,7 +62,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     reference: Any = None  # the frozen RL reference, once RL starts
     start: int = 0
-    results: dict = field(default_factory=dict)  # stage -> need -> metric -> mean
+    results: dict = field(default_factory=dict)  # stage -> need -> metric -> mean, on RESULTS_SPLIT users
     report_lines: list[str] = field(default_factory=list)  # lines for report.md (critic calibration, ...)
 
     @property
@@ -114,7 +120,7 @@ def setup(cfg: TrainConfig) -> Run:
     examples = {
         split: build_examples(data, train_needs if split == "train" else eval_needs, split, K, cfg.seed,
                               max_users=(cfg.eval_users or None) if split != "train" else None)
-        for split in ("train", "val", "test")
+        for split in ("train", RESULTS_SPLIT)  # never the test users (module docstring)
     }
     train_ex = examples["train"]
     if not train_ex:
@@ -128,7 +134,7 @@ def setup(cfg: TrainConfig) -> Run:
     if distributed.world() > 1:  # (the weight sum reads every parameter: only when there are ranks to compare)
         distributed.check_same("data, vocabularies or initial weights",
                                (len(train_ex), len(tok), float(sum(p.detach().double().sum() for p in policy.parameters()))))
-    meta = {"code_version": code_version(), "ops_backends": ops_backends(device.type)}
+    meta = {"code_version": code_version(), "ops_backends": ops_backends(device.type), "results_split": RESULTS_SPLIT}
     rundir = RunDir(cfg.out, to_dict(cfg), writer=distributed.is_main(), fresh=resume is None,
                     overwrite=cfg.overwrite, report_to=cfg.report_to, meta=meta)  # only rank 0 writes and prints
     if distributed.is_main():
@@ -219,12 +225,12 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
         for step in range(run.start, run.total):
             if step == 0:
                 _stage(bar, "evaluation (before training)")
-                run.results["untrained"] = evaluate_split(run, "test")
-                run.results["popularity"] = evaluate_split(run, "test", ItemPopularityRanker(run.data))
+                run.results["untrained"] = evaluate_split(run, RESULTS_SPLIT)
+                run.results["popularity"] = evaluate_split(run, RESULTS_SPLIT, ItemPopularityRanker(run.data))
             if step == cfg.sft_steps and cfg.rl_steps:  # the SFT model becomes the RL reference
                 if cfg.sft_steps:
                     _stage(bar, "evaluation (after SFT)")
-                    run.results["sft"] = evaluate_split(run, "test")
+                    run.results["sft"] = evaluate_split(run, RESULTS_SPLIT)
                 run.reference = data_parallel.frozen_copy(run.policy)
                 run.optimizer = rl_optimizer(run.policy, cfg)
             sft = step < cfg.sft_steps
@@ -268,19 +274,20 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
 
 
 def finish(run: Run) -> dict:
-    """The final evaluation on test users, the last checkpoint, results.json and report.md."""
+    """The final evaluation on validation users, the last checkpoint, results.json and report.md."""
     cfg = run.cfg
     if distributed.is_main():
-        print("evaluation (test users, after training) ...", flush=True)
+        print("evaluation (validation users, after training) ...", flush=True)
     if cfg.rl_steps:
-        run.results["rl"] = evaluate_split(run, "test")
+        run.results["rl"] = evaluate_split(run, RESULTS_SPLIT)
     elif cfg.sft_steps:
-        run.results["sft"] = evaluate_split(run, "test")
+        run.results["sft"] = evaluate_split(run, RESULTS_SPLIT)
     save(run, run.total, rng_state(run.sample_rng, run.gumbel_gen))
     if distributed.is_main():
         report = write_report(run.rundir.path, to_dict(cfg), run.results, run.rundir.metrics(), run.report_lines)
         (run.rundir.path / "results.json").write_text(json.dumps(run.results, indent=2) + "\n")
-        print("\n" + results_table(run.results) + f"\n\nreport: {report}", flush=True)
+        print(f"\nResults ({USERS_LINE})\n" + results_table(run.results, untrained_label(cfg.model))
+              + f"\n\nreport: {report}", flush=True)
     run.rundir.close()
     return run.results
 

@@ -8,15 +8,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-STAGES = (("untrained", "untrained model"), ("popularity", "popularity"), ("sft", "after SFT"), ("rl", "after RL"))
+STAGES = (("untrained", "untrained"), ("popularity", "popularity"), ("sft", "after SFT"), ("rl", "after RL"))
+USERS_LINE = "validation users, greedy ranking; test users: python -m flexrec.eval"  # flexrec.train.loop.RESULTS_SPLIT
 
 
-def results_table(results: dict[str, dict[str, dict[str, float]]], k: int = 5) -> str:
-    """Markdown table: one row per (need, method), NDCG@k and Recall@k. ``results[stage][need][metric]``."""
+def untrained_label(model: str) -> str:
+    """The row of the model before training: the tiny preset is random weights, not a zero-shot LLM."""
+    return "untrained (random init)" if model == "tiny" else "before training (zero-shot)"
+
+
+def results_table(results: dict[str, dict[str, dict[str, float]]], untrained: str = "untrained", k: int = 5) -> str:
+    """Markdown table: one row per (need, method), NDCG@k and Recall@k. ``results[stage][need][metric]``;
+    ``untrained``: the label of the model before training (``untrained_label``)."""
     needs = sorted({need for stage in results.values() for need in stage})
     lines = [f"| need | method | NDCG@{k} | Recall@{k} |", "|---|---|---|---|"]
     for need in needs:
         for key, label in STAGES:
+            if key == "untrained":
+                label = untrained
             if key in results and need in results[key]:
                 r = results[key][need]
                 lines.append(f"| {need} | {label} | {r[f'ndcg@{k}']:.3f} | {r[f'recall@{k}']:.3f} |")
@@ -81,9 +90,9 @@ def write_report(run_dir: Path, config: dict[str, Any], results: dict, rows: lis
         f"data `{config['data']}`, model `{config['model']}`, needs `{config['need']}`, "
         f"reward mode `{config['reward_mode']}`, K = {config['num_candidates']}, seed {config['seed']}",
         "",
-        "## Results (test users, greedy ranking)",
+        f"## Results ({USERS_LINE})",
         "",
-        results_table(results),
+        results_table(results, untrained_label(config["model"])),
         "",
         *extra,
         "",

@@ -39,7 +39,7 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
     perm = rollout.perm  # (P, G, K)
     ranked_gains, ranked_var = rl.in_rank_order(gains, perm), rl.in_rank_order(gain_var, perm)
     rewards = swap_reward(ranked_gains, cfg.ndcg_cutoff, mode).view(P, G, K)
-    advantages = rl.group_item_advantages(rewards, cfg.adv_delta, per_rank=cfg.adv_baseline == "rank")
+    advantages = rl.advantages(rewards, cfg.reward_mode, cfg.adv_delta, per_rank=cfg.adv_baseline == "rank")
     decisions = torch.arange(K, device=perm.device) < K - 1  # the last slot is forced
     mask = decisions.expand(P, G, K)
     if use_uncertainty:

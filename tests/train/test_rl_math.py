@@ -121,3 +121,21 @@ def test_ppo_clip_loss_unclipped_gradient_and_mask():
 def test_sft_loss_is_mean_nll():
     # -(-1 - 3) / 2 = 2
     assert rl.sft_loss(torch.tensor([[-1.0, -3.0]])).item() == pytest.approx(2.0)
+
+
+def test_rank_grpo_advantages_normalise_each_rank_across_the_rollouts():
+    from flexrec import rl
+
+    # one prompt, G = 3 rollouts, K = 2 ranks. Rank 0: rewards 1, 2, 3 -> mean 2, std (Bessel) 1 -> -1, 0, +1.
+    # Rank 1: rewards 0, 0, 6 -> mean 2, std sqrt((4 + 4 + 16) / 2) = sqrt(12) -> -2/sqrt(12), -2/sqrt(12), 4/sqrt(12).
+    r = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [3.0, 6.0]]])
+    a = rl.rank_grpo_advantages(r, delta=0.0)
+    s12 = 12 ** 0.5
+    torch.testing.assert_close(a, torch.tensor([[[-1.0, -2 / s12], [0.0, -2 / s12], [1.0, 4 / s12]]]))
+    # a rank where every rollout scores the same (past the cutoff) gets 0, not NaN
+    flat = rl.rank_grpo_advantages(torch.tensor([[[1.0, 0.0], [3.0, 0.0]]]), delta=1e-4)
+    assert torch.equal(flat[..., 1], torch.zeros(1, 2))
+    # the trainer's choice: "rank" normalises per rank; every other mode pools over the group's (list, rank)
+    torch.testing.assert_close(rl.advantages(r, "rank", 0.0), a)
+    torch.testing.assert_close(rl.advantages(r, "flexrec", 0.0), rl.group_item_advantages(r, 0.0))
+    assert not torch.allclose(rl.advantages(r, "seq", 0.0), a)

@@ -49,7 +49,7 @@ def test_load_run_ranks_as_the_trainer_evaluated(tmp_path, small_config):
     cfg = small_config(tmp_path, sft_steps=2, rl_steps=1)
     results = train(cfg)
     run = flexrec.load_run(tmp_path / "run")
-    examples = run.examples("test")
+    examples = run.examples("val")  # the trainer scores validation users only
     assert {ex.need for ex in examples} == set(results["rl"]) - {"mean"}
     values = per_user_values(examples, run.rank(examples, batch_size=5))
     for need, r in results["rl"].items():
