@@ -29,7 +29,7 @@ def run_finished(run_dir: Path, cfg) -> bool:
     # Strict: a setting the saved run lacks was added to the trainer later, and its default need not
     # be what the old trainer did (e.g. `prompt`), so such a run is trained again. Settings the run
     # never read (the RL settings of an SFT-only run, `flexrec.config.unused_settings`) need not match.
-    missing, skip = object(), {"out", "resume", "progress"} | unused_settings(cfg)
+    missing, skip = object(), {"out", "resume", "progress", "overwrite", "report_to"} | unused_settings(cfg)
     return all(saved.get(k, missing) == v for k, v in want.items() if k not in skip)
 
 
@@ -69,7 +69,8 @@ def fork_run(sft_run: Path, cfg) -> Path:
         return out
     base = read_run_config(sft_run)
     for key in ("data", "need", "model", "imputer", "sft_steps", "seed", "num_candidates", "world_users",
-                "world_items", "world_topics", "observe_fraction", "tiny_hidden", "tiny_layers", "gain"):
+                "world_items", "world_topics", "world_evidence", "observe_fraction", "tiny_hidden", "tiny_layers", "gain",
+                "critic_evidence", "critic_recalibrate"):
         if key in base and base[key] != getattr(cfg, key):
             raise ValueError(f"fork_run: {key} differs from the SFT run ({base[key]!r} vs {getattr(cfg, key)!r})")
     if out.exists():

@@ -180,3 +180,16 @@ def test_run_finished_ignores_only_the_settings_a_run_never_read(tmp_path):
     assert not run_finished(tmp_path, TrainConfig(reward_mode="flexrec", unc_eps=10.0, out="x"))
     (tmp_path / "results.json").unlink()  # an unfinished run is never reused
     assert not run_finished(tmp_path, TrainConfig(reward_mode="flexrec", unc_eps=0.1, out="x"))
+
+
+def test_fork_run_refuses_a_warm_start_from_another_world_or_critic(tmp_path):
+    from flexrec.config import TrainConfig, to_dict
+    from flexrec.experiments.adapters import fork_run
+
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    for key, value in (("world_evidence", "sparse"), ("critic_evidence", True), ("critic_recalibrate", "val")):
+        (sft / "config.json").write_text(json.dumps(to_dict(TrainConfig(rl_steps=0, **{key: value}))))
+        with pytest.raises(ValueError, match=f"fork_run: {key} differs from the SFT run"):
+            fork_run(sft, TrainConfig(out=str(tmp_path / "rl")))
+    assert not (tmp_path / "rl").exists()
