@@ -32,17 +32,22 @@ class Imputer(Protocol):
 
 
 def known_interest(data: InteractionData, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The feedback a trainer may use for ``users``: observed labels and history feedback.
+    """The feedback a trainer may use for ``users``: observed labels and history feedback, and on the implicit
+    real-data protocol the items each user did not watch in the history period ("not watched", interest 0:
+    ``InteractionData.history_negatives``), so the critic learns the truth's watched-and-liked target.
 
     Returns parallel arrays (user, item, interest in [0, 1]); observed wins over history.
     """
     us, its, vals = [], [], []
+    negatives = data.history_negatives
     for u in users:
         h_items, h_fb, _ = data.history(int(u))
         o_items = data.observed.user_items(int(u))
         o_vals, _ = data.observed.lookup(int(u), o_items)
-        items = np.concatenate([h_items, o_items])
-        values = np.concatenate([h_fb, o_vals])
+        n_items = negatives.user_items(int(u)) if negatives is not None else np.zeros(0, np.int64)
+        n_vals = negatives.lookup(int(u), n_items)[0] if negatives is not None else np.zeros(0, np.float32)
+        items = np.concatenate([n_items, h_items, o_items])
+        values = np.concatenate([n_vals, h_fb, o_vals])
         us.append(np.full(len(items), u))
         its.append(items)
         vals.append(data.normalized_interest(values))
