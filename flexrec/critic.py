@@ -305,7 +305,7 @@ class Calibration:
     rmse: float
     coverage_50: float  # share of labels inside the central 50% interval (ideal 0.50)
     coverage_90: float  # ... inside the central 90% interval (ideal 0.90)
-    rmse_vs_truth: float  # every item of (up to) 20 validation users, against the true interest
+    rmse_vs_truth: float  # every item (of known truth) of (up to) 20 validation users, against the true interest
 
     def line(self) -> str:
         return (
@@ -321,10 +321,13 @@ def calibrate(critic: Critic, data: InteractionData, val_users: np.ndarray) -> C
     sd = np.sqrt(var)
     z = np.abs(values - mu) / sd
     nll = 0.5 * (np.log(2 * np.pi * var) + z**2)
-    # Against the truth (known everywhere in the synthetic world): every item of a few val users.
-    t_users = np.repeat(val_users[:20], data.n_items)
-    t_items = np.tile(np.arange(data.n_items), len(val_users[:20]))
-    truth = np.concatenate([data.true_interest.lookup(int(u), np.arange(data.n_items))[0] for u in val_users[:20]])
+    # Against the truth (known everywhere in the synthetic world): every item of a few val users; on the
+    # real-data protocol (pools only of items of known truth) the items whose truth is known.
+    per_user = [data.true_interest.user_items(int(u)) if data.pools_from_known else np.arange(data.n_items)
+                for u in val_users[:20]]
+    t_users = np.concatenate([np.full(len(items), u) for u, items in zip(val_users[:20], per_user)])
+    t_items = np.concatenate(per_user)
+    truth = np.concatenate([data.true_interest.lookup(int(u), items)[0] for u, items in zip(val_users[:20], per_user)])
     t_mu, _ = critic.predict(t_users, t_items)
     rmse_truth = float(np.sqrt(np.mean((data.normalized_interest(truth) - t_mu) ** 2)))
     return Calibration(

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import DATASETS, NEEDS, SOURCES, build_examples, load
 from .prompts import count_tokens, render_prompt
+from .protocol import default_pool_size
 from .slots import add_slot_tokens
 from .tiny_tokenizer import default_corpus, train_tiny_tokenizer
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", default=None, help="the item file of --data csv:FILE")
     parser.add_argument("--path", default=None, help="dataset folder (ml-1m, kuairec; optional for ml-100k)")
     parser.add_argument("--tokenizer", default=None, help="a Hugging Face tokenizer folder (default: tiny BPE)")
-    parser.add_argument("--K", type=int, default=30)
+    parser.add_argument("--K", type=int, default=None, help="pool size (default: 30, or the protocol's K on real data)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--users", type=int, default=100, help="users whose pools feed the label statistics")
     parser.add_argument("--max-tokens", type=int, default=1024)
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
                                              {"items": args.items} if args.items else {}))
     except (FileNotFoundError, ValueError) as error:  # a missing file or column: say which, no traceback
         parser.error(str(error))
+    args.K = args.K or default_pool_size(data, 30)
     print(f"== dataset {data.name}")
     for key, value in data.summary().items():
         print(f"  {key:28s} {value}")

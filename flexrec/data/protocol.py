@@ -5,6 +5,7 @@ measurements that choose the MovieLens settings (docs/real-data-protocol.md).
   that they did not watch, labelled "not watched" (the bottom of the interest scale) in the truth; and, for
   the critic, other retrieved items the user did not watch in the history period, with the same label, so
   the critic learns the same watched-and-liked target that the truth scores.
+- ``default_pool_size``: the K the protocol implies (20 on MovieLens);
 - ``explore_coverage``: the share of pools holding a relevant explore item, for a novelty share;
 - ``trend_tie_share``: the share of a pool's candidates whose short-term popularity ties another's.
 """
@@ -84,6 +85,14 @@ def add_implicit_negatives(data: InteractionData, negatives: int, seed: int = 0,
                                                        np.full(len(h_items_), lo, np.float32), data.n_items)
     data.pools_from_known = True
     return data
+
+
+def default_pool_size(data: InteractionData, default: int) -> int:
+    """The K a dataset's protocol implies: with pools of known truth, the most items of known truth any user
+    has (20 on MovieLens: the future of ``movielens.PROTOCOL_DEFAULTS``); otherwise ``default``."""
+    if not data.pools_from_known or not len(data.true_interest):
+        return default
+    return int(np.bincount(data.true_interest.keys // data.n_items).max())
 
 
 def explore_coverage(data: InteractionData, users: np.ndarray, K: int, seed: int = 0) -> float:

@@ -222,6 +222,9 @@ class InteractionData:
             "observe_fraction": self.observe_fraction,
             "interest_range": self.interest_range,
             "trend_window_days": self.trend_window,
+            "pools_from_known": self.pools_from_known,
+            "novelty_share": self.novelty_share,
+            "trend_half_life_days": self.trend_half_life,
         }
 
 
