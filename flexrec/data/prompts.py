@@ -100,19 +100,28 @@ def history_signals(data: InteractionData, user: int, items: np.ndarray) -> np.n
     - trend: short-term plays (``InteractionData.recent_popularity``, what trend_promotion's label uses);
     - co: how often it appears with the user's 10 most recent items in other users' histories
       (``flexrec.data.pools.cooccurrence_scores``);
-    - aff: the user's affinity for its genres, the mean share of the history of the item's genres.
+    - aff: the user's affinity for its genres, the mean share of the history of the item's genres;
+    - q: the item's mean rating in all users' histories, shrunk to the overall mean by 10 pseudo-ratings.
     Tied values share the lowest tier of their group, so equal values show equal tiers.
 
-    Shapes: items (K,) -> (4, K) int64.
+    Shapes: items (K,) -> (5, K) int64.
     """
     from .pools import cooccurrence_scores
 
     items = np.asarray(items, np.int64)
+    cache = data.__dict__.setdefault("_history_item_quality", {})
+    if "q" not in cache:
+        feedback = data.normalized_interest(data.history_feedback)
+        counts = np.bincount(data.history_items, minlength=data.n_items)
+        sums = np.bincount(data.history_items, feedback, minlength=data.n_items)
+        prior = float(feedback.mean()) if len(feedback) else 0.5
+        cache["q"] = ((sums + 10.0 * prior) / (counts + 10.0)).astype(np.float32)
     h_items = data.history(user)[0]
     share = data.item_topics[h_items].mean(0) if len(h_items) else np.zeros(data.n_topics)
     topics = data.item_topics[items]
     signals = (data.item_popularity[items], data.recent_popularity(user, items),
-               cooccurrence_scores(data, user)[items], (topics * share[None, :]).sum(1) / np.maximum(topics.sum(1), 1))
+               cooccurrence_scores(data, user)[items], (topics * share[None, :]).sum(1) / np.maximum(topics.sum(1), 1),
+               cache["q"][items])
     return np.stack([np.searchsorted(np.sort(x), x, side="left") * SIGNAL_TIERS // len(x) for x in signals])
 
 
@@ -124,7 +133,7 @@ def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
     The whole history is summarised per topic (so no ``max_history``). ``trend``: show each
     candidate's short-term popularity tier at the user's cutoff (``InteractionData.trend_tiers``).
     On real data (``InteractionData.compact_signals``) each line shows ``history_signals`` instead of the
-    catalogue trend tier ("tr7 ... pop3 co1 aff4", tiers within the pool) and says "new" by the novelty
+    catalogue trend tier ("tr7 ... pop3 co1 aff4 q8", tiers within the pool) and says "new" by the novelty
     rule of the need (``InteractionData.novel_items``).
     """
     tiers = data.trend_tiers(example.user) if trend and not data.compact_signals else None
@@ -144,9 +153,9 @@ def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
         if signals is None:
             tier = f" {TREND_TIERS[tiers[item]]}" if trend else ""
             return f"{names}{tier} {'seen' if seen else 'new'} {rating}<c{k}>"
-        pop, recent, co, aff = signals[:, k]
+        pop, recent, co, aff, quality = signals[:, k]
         tier = f" tr{recent}" if trend else ""
-        return f"{names}{tier} {'new' if new[k] else 'seen'} {rating} pop{pop} co{co} aff{aff}<c{k}>"
+        return f"{names}{tier} {'new' if new[k] else 'seen'} {rating} pop{pop} co{co} aff{aff} q{quality}<c{k}>"
 
     # The instruction comes last, closed by the need's name as one tag token ("need: trend_promotion"),
     # so the answer position holds the need itself. Without the tag (the paraphrase alone, first or

@@ -182,7 +182,7 @@ def test_prompts_on_real_data(hand_files, tokenizer, world):
     # titles with years, the history in order (oldest first), and the user's ratings
     assert "- Film 1 (1991) [Drama]: rated 4/5\n- Film 2 (1992) [Comedy, Drama]: rated 2/5" in text
     compact = compact_prompt(ex, data).splitlines()
-    assert len(compact) == 4 and all(" pop" in line and " co" in line and " aff" in line for line in compact[:3])
+    assert len(compact) == 4 and all(all(f" {s}" in line for s in ("tr", "pop", "co", "aff", "q")) for line in compact[:3])
     synthetic = build_examples(world, split="all", K=5, max_users=1)[0]
     assert " pop" not in compact_prompt(synthetic, world)  # the synthetic compact prompt is unchanged
 
