@@ -13,7 +13,7 @@ import numpy as np
 
 from . import DATASETS, NEEDS, SOURCES, build_examples, load
 from .prompts import count_tokens, render_prompt
-from .protocol import default_pool_size
+from .protocol import default_pool_size, measure
 from .slots import add_slot_tokens
 from .tiny_tokenizer import default_corpus, train_tiny_tokenizer
 
@@ -27,9 +27,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizer", default=None, help="a Hugging Face tokenizer folder (default: tiny BPE)")
     parser.add_argument("--K", type=int, default=None, help="pool size (default: 30, or the protocol's K on real data)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--users", type=int, default=100, help="users whose pools feed the label statistics")
+    parser.add_argument("--users", type=int, default=None,
+                        help="users whose pools feed the label statistics (default 100; with --protocol-report all)")
     parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--protocol-report", action="store_true",
+                        help="print the real-data protocol's measurements (docs/real-data-protocol.md) and stop")
+    parser.add_argument("--protocol", default="known", help="with --protocol-report: known | implicit | sparse")
     args = parser.parse_args(argv)
+    if args.protocol_report:
+        measure(args.data, args.protocol, args.K or 20, args.seed, args.users or 0, args.path)
+        return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
@@ -41,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"== dataset {data.name}")
     for key, value in data.summary().items():
         print(f"  {key:28s} {value}")
-    examples = build_examples(data, split="train", K=args.K, seed=args.seed, max_users=args.users)
+    examples = build_examples(data, split="train", K=args.K, seed=args.seed, max_users=args.users or 100)
     print(f"== labels per need ({len(examples) // len(NEEDS)} train pools each, K={args.K}; labels in [0, 1])")
     print(f"  {'need':20s} {'threshold':>9s} {'mean':>6s} {'relevant/pool':>13s} {'no-relevant':>11s} {'observed':>8s}")
     for name, need in NEEDS.items():
