@@ -70,7 +70,7 @@ def add_implicit_negatives(data: InteractionData, negatives: int, seed: int = 0,
         if data.candidate_items is not None:
             free &= np.isin(np.arange(data.n_items), data.candidate_items)
         pool_negatives = retrieve(data, user, negatives, free, rng)
-        n_hist = int(round(history_ratio * (data.history_ptr[user + 1] - data.history_ptr[user])))
+        n_hist = round(history_ratio * int(data.history_ptr[user + 1] - data.history_ptr[user]))
         history_negatives = retrieve(data, user, n_hist, free, rng)
         t_users += [np.full(len(future) + len(pool_negatives), user)]
         t_items += [future, pool_negatives]

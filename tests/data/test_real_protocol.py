@@ -62,7 +62,7 @@ def test_known_protocol_truth_observed_and_critic_target_agree_by_hand(hand_file
         assert by_key(data, ex, ex.true_labels) == EXPECTED[user]  # the pool is exactly the rated future
         assert ex.observed_mask.all() and by_key(data, ex, ex.observed_labels) == EXPECTED[user]
         # The critic's training target for these items is the same number.
-        users, items, values = known_interest(data, np.array([ex.user]))
+        _, items, values = known_interest(data, np.array([ex.user]))
         target = {data.item_keys[i]: round(float(v), 6) for i, v in zip(items, values)}
         assert {k: target[k] for k in EXPECTED[user]} == EXPECTED[user]
     filled, var = fill_pools(data, ObservedOnly(data), examples)
@@ -93,7 +93,7 @@ def test_implicit_protocol_labels_not_watched_as_zero_everywhere(hand_files):
         hist_neg = {data.item_keys[i] for i in data.history_negatives.user_items(ex.user)}
         assert hist_neg and not hist_neg & rated and not hist_neg & negatives
         # the critic learns "not watched" = 0 from the history period too
-        users, items, values = known_interest(data, np.array([ex.user]))
+        _, items, values = known_interest(data, np.array([ex.user]))
         target = {data.item_keys[i]: float(v) for i, v in zip(items, values)}
         assert all(target[k] == 0.0 for k in hist_neg)
     Critic.fit(data, np.arange(data.n_users), ensemble=1, epochs=2, hidden=8)  # trains on them
