@@ -2,6 +2,7 @@
 
 Prints the dataset statistics, per-need label statistics over the pools of the first users, and one
 fully rendered prompt (with the tiny offline tokenizer unless --tokenizer names a Hugging Face one).
+`--protocol-report` prints the real-data protocol's measurements instead (docs/real-data-protocol.md).
 """
 
 from __future__ import annotations
@@ -10,10 +11,15 @@ import argparse
 import logging
 
 import numpy as np
+import torch
+
+from flexrec.baselines.traditional import ItemKNN, PopularityRanker, RandomRanker
+from flexrec.eval.metrics import ndcg_at_k
 
 from . import DATASETS, NEEDS, SOURCES, build_examples, load
-from .prompts import count_tokens, render_prompt
-from .protocol import default_pool_size, measure
+from .pools import split_users
+from .prompts import count_tokens, history_signals, render_prompt
+from .protocol import default_pool_size, explore_coverage, trend_tie_share
 from .slots import add_slot_tokens
 from .tiny_tokenizer import default_corpus, train_tiny_tokenizer
 
@@ -73,6 +79,36 @@ def main(argv: list[str] | None = None) -> None:
     print(f"== prompt: user {example.user}, need {example.need}, {count_tokens(tokenizer, prompt)} tokens")
     print(prompt)
     print(f"== true labels by slot: {np.round(example.true_labels, 2).tolist()}")
+
+
+def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, seed: int = 0, users: int = 0,
+            path: str | None = None) -> None:
+    """Print the measurements of docs/real-data-protocol.md (``--protocol-report``):
+    explore coverage per novelty share and trend ties on training users; each history signal and the
+    baselines as rankers on validation users (never test users). ``users``: the first N of each split (0: all)."""
+    data = load(data_name, path, protocol=protocol, seed=seed)
+    splits = split_users(data, seed=seed)
+    train = splits["train"][: users or None]
+    chosen = data.novelty_share
+    for share in (0.0, 0.05, 0.1, 0.15, 0.2):
+        data.novelty_share = share
+        print(f"train: novelty_share {share}: explore pools with a relevant item {explore_coverage(data, train, K, seed):.3f}",
+              flush=True)
+    data.novelty_share = chosen
+    print(f"train: trend candidates tied with another {trend_tie_share(data, train, K, seed):.3f}", flush=True)
+    examples = build_examples(data, split="val", K=K, seed=seed, max_users=users or None)
+    rng = np.random.default_rng(seed)
+    for need in ("maximize_interest", "explore_new_topics", "trend_promotion"):
+        ex = [e for e in examples if e.need == need]
+        rel = torch.from_numpy(np.stack([e.true_labels for e in ex]))
+        signals = np.stack([history_signals(data, e.user, e.items) for e in ex]).astype(np.float64)
+        for j, name in enumerate(("pop", "tr", "co", "aff", "q")):
+            score = torch.from_numpy(signals[:, j] + 0.5 * rng.random(signals[:, j].shape))  # ties at random
+            ndcg = ndcg_at_k(torch.argsort(score, -1, descending=True), rel, 5).mean()
+            print(f"val: {need} {name} tier as a ranker NDCG@5 {ndcg:.3f}", flush=True)
+        for ranker in (RandomRanker, PopularityRanker, ItemKNN):
+            ndcg = ndcg_at_k(ranker(seed).fit(data, splits["train"]).rank(ex), rel, 5).mean()
+            print(f"val: {need} {ranker.name} NDCG@5 {ndcg:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,13 @@ from __future__ import annotations
 import numpy as np
 
 from .needs import get_need, pool_labels
-from .pools import DEFAULT_MIX, _quotas, cooccurrence_scores
+from .pools import (
+    DEFAULT_MIX,
+    PoolTooSmallError,
+    _quotas,
+    build_pool,
+    cooccurrence_scores,
+)
 from .world import InteractionData, SparseLabels, observe_subset
 
 
@@ -100,8 +106,6 @@ def explore_coverage(data: InteractionData, users: np.ndarray, K: int, seed: int
 
     Choose ``novelty_share`` with training users only (docs/real-data-protocol.md).
     """
-    from .pools import PoolTooSmallError, build_pool
-
     need = get_need("explore_new_topics")
     hits, total = 0, 0
     for user in users:
@@ -117,8 +121,6 @@ def explore_coverage(data: InteractionData, users: np.ndarray, K: int, seed: int
 
 def trend_tie_share(data: InteractionData, users: np.ndarray, K: int, seed: int = 0) -> float:
     """The mean share of a trend_promotion pool's candidates whose short-term popularity equals another's."""
-    from .pools import PoolTooSmallError, build_pool
-
     shares = []
     for user in users:
         try:
@@ -129,42 +131,3 @@ def trend_tie_share(data: InteractionData, users: np.ndarray, K: int, seed: int 
         _, inverse, counts = np.unique(recent, return_inverse=True, return_counts=True)
         shares.append(float((counts[inverse] > 1).mean()))
     return float(np.mean(shares)) if shares else 0.0
-
-
-def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, seed: int = 0, users: int = 0,
-            path: str | None = None) -> None:
-    """Print the measurements of docs/real-data-protocol.md (``python -m flexrec.data --protocol-report``):
-    explore coverage per novelty share and trend ties on training users; each history signal and the
-    baselines as rankers on validation users (never test users). ``users``: the first N of each split (0: all)."""
-    import torch
-
-    from flexrec.baselines.traditional import ItemKNN, PopularityRanker, RandomRanker
-    from flexrec.eval.metrics import ndcg_at_k
-
-    from . import build_examples, load
-    from .pools import split_users
-    from .prompts import history_signals
-
-    data = load(data_name, path, protocol=protocol, seed=seed)
-    splits = split_users(data, seed=seed)
-    train = splits["train"][: users or None]
-    chosen = data.novelty_share
-    for share in (0.0, 0.05, 0.1, 0.15, 0.2):
-        data.novelty_share = share
-        print(f"train: novelty_share {share}: explore pools with a relevant item {explore_coverage(data, train, K, seed):.3f}",
-              flush=True)
-    data.novelty_share = chosen
-    print(f"train: trend candidates tied with another {trend_tie_share(data, train, K, seed):.3f}", flush=True)
-    examples = build_examples(data, split="val", K=K, seed=seed, max_users=users or None)
-    rng = np.random.default_rng(seed)
-    for need in ("maximize_interest", "explore_new_topics", "trend_promotion"):
-        ex = [e for e in examples if e.need == need]
-        rel = torch.from_numpy(np.stack([e.true_labels for e in ex]))
-        signals = np.stack([history_signals(data, e.user, e.items) for e in ex]).astype(np.float64)
-        for j, name in enumerate(("pop", "tr", "co", "aff", "q")):
-            score = torch.from_numpy(signals[:, j] + 0.5 * rng.random(signals[:, j].shape))  # ties at random
-            ndcg = ndcg_at_k(torch.argsort(score, -1, descending=True), rel, 5).mean()
-            print(f"val: {need} {name} tier as a ranker NDCG@5 {ndcg:.3f}", flush=True)
-        for ranker in (RandomRanker, PopularityRanker, ItemKNN):
-            ndcg = ndcg_at_k(ranker(seed).fit(data, splits["train"]).rank(ex), rel, 5).mean()
-            print(f"val: {need} {ranker.name} NDCG@5 {ndcg:.3f}", flush=True)
