@@ -60,6 +60,9 @@ class TrainConfig:
     # compact for the tiny preset, which cannot learn to read the full prompts in a CPU budget; full otherwise
     trend_tags: bool = True  # show each candidate's recent-plays tier (at the user's cutoff) in prompts
     observe_fraction: float = 0.1  # share of (user, item) feedback the trainer may see (the paper's 10%)
+    real_protocol: str = "known"  # MovieLens: "known" (pools of the user's future-rated films, labels from their
+    # ratings), "implicit" (future films against retrieved unwatched ones) or "sparse"; docs/real-data-protocol.md.
+    # Its pools hold 20 films per user (K = 20, LLMRank's setting): pass --num-candidates 20 on ml-100k/ml-1m
     # ---- model -------------------------------------------------------------------------------
     model: str = "tiny"  # "tiny", "smollm2-135m" or a local Hugging Face causal-LM directory
     tiny_hidden: int = 64  # tiny preset: hidden size
@@ -301,7 +304,7 @@ _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": (
             "adv_baseline": ("pooled", "rank"), "gain": ("linear", "exp"), "dist_strategy": ("ddp", "fsdp"),
             "mixed_precision": ("no", "bf16"), "report_to": ("none", "tensorboard", "wandb"),
             "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
-            "critic_recalibrate": ("none", "val", "heldout")}
+            "critic_recalibrate": ("none", "val", "heldout"), "real_protocol": ("known", "implicit", "sparse")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",
                  "dist_timeout")
@@ -360,6 +363,8 @@ def data_options(cfg: TrainConfig) -> dict[str, Any]:
     options = dict(path=cfg.data_path or None, observe_fraction=cfg.observe_fraction, seed=cfg.seed)
     if cfg.items:
         options["items"] = cfg.items
+    if cfg.data in ("ml-100k", "ml-1m"):
+        options["protocol"] = cfg.real_protocol
     return options
 
 

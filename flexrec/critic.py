@@ -38,17 +38,22 @@ class Imputer(Protocol):
 
 
 def known_interest(data: InteractionData, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The feedback a trainer may use for ``users``: observed labels and history feedback.
+    """The feedback a trainer may use for ``users``: observed labels and history feedback, and on the implicit
+    real-data protocol the items each user did not watch in the history period ("not watched", interest 0:
+    ``InteractionData.history_negatives``), so the critic learns the truth's watched-and-liked target.
 
     Returns parallel arrays (user, item, interest in [0, 1]); observed wins over history.
     """
     us, its, vals = [], [], []
+    negatives = data.history_negatives
     for u in users:
         h_items, h_fb, _ = data.history(int(u))
         o_items = data.observed.user_items(int(u))
         o_vals, _ = data.observed.lookup(int(u), o_items)
-        items = np.concatenate([h_items, o_items])
-        values = np.concatenate([h_fb, o_vals])
+        n_items = negatives.user_items(int(u)) if negatives is not None else np.zeros(0, np.int64)
+        n_vals = negatives.lookup(int(u), n_items)[0] if negatives is not None else np.zeros(0, np.float32)
+        items = np.concatenate([n_items, h_items, o_items])
+        values = np.concatenate([n_vals, h_fb, o_vals])
         us.append(np.full(len(items), u))
         its.append(items)
         vals.append(data.normalized_interest(values))
@@ -407,7 +412,7 @@ class Calibration:
     rmse: float
     coverage_50: float  # share of labels inside the central 50% interval (ideal 0.50)
     coverage_90: float  # ... inside the central 90% interval (ideal 0.90)
-    rmse_vs_truth: float  # every item of (up to) 20 validation users, against the true interest
+    rmse_vs_truth: float  # every item (of known truth) of (up to) 20 validation users, against the true interest
 
     def line(self) -> str:
         return (
@@ -423,10 +428,13 @@ def calibrate(critic: Critic, data: InteractionData, val_users: np.ndarray) -> C
     sd = np.sqrt(var)
     z = np.abs(values - mu) / sd
     nll = 0.5 * (np.log(2 * np.pi * var) + z**2)
-    # Against the truth (known everywhere in the synthetic world): every item of a few val users.
-    t_users = np.repeat(val_users[:20], data.n_items)
-    t_items = np.tile(np.arange(data.n_items), len(val_users[:20]))
-    truth = np.concatenate([data.true_interest.lookup(int(u), np.arange(data.n_items))[0] for u in val_users[:20]])
+    # Against the truth (known everywhere in the synthetic world): every item of a few val users; on the
+    # real-data protocol (pools only of items of known truth) the items whose truth is known.
+    per_user = [data.true_interest.user_items(int(u)) if data.pools_from_known else np.arange(data.n_items)
+                for u in val_users[:20]]
+    t_users = np.concatenate([np.full(len(items), u) for u, items in zip(val_users[:20], per_user)])
+    t_items = np.concatenate(per_user)
+    truth = np.concatenate([data.true_interest.lookup(int(u), items)[0] for u, items in zip(val_users[:20], per_user)])
     t_mu, _ = critic.predict(t_users, t_items)
     rmse_truth = float(np.sqrt(np.mean((data.normalized_interest(truth) - t_mu) ** 2)))
     return Calibration(

@@ -2,6 +2,7 @@
 
 Prints the dataset statistics, per-need label statistics over the pools of the first users, and one
 fully rendered prompt (with the tiny offline tokenizer unless --tokenizer names a Hugging Face one).
+`--protocol-report` prints the real-data protocol's measurements instead (docs/real-data-protocol.md).
 """
 
 from __future__ import annotations
@@ -10,9 +11,15 @@ import argparse
 import logging
 
 import numpy as np
+import torch
+
+from flexrec.baselines.traditional import ItemKNN, PopularityRanker, RandomRanker
+from flexrec.eval.metrics import ndcg_at_k
 
 from . import DATASETS, NEEDS, SOURCES, build_examples, load
-from .prompts import count_tokens, render_prompt
+from .pools import split_users
+from .prompts import count_tokens, history_signals, render_prompt
+from .protocol import default_pool_size, explore_coverage, trend_tie_share
 from .slots import add_slot_tokens
 from .tiny_tokenizer import default_corpus, train_tiny_tokenizer
 
@@ -24,11 +31,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", default=None, help="the item file of --data csv:FILE")
     parser.add_argument("--path", default=None, help="dataset folder (ml-1m, kuairec; optional for ml-100k)")
     parser.add_argument("--tokenizer", default=None, help="a Hugging Face tokenizer folder (default: tiny BPE)")
-    parser.add_argument("--K", type=int, default=30)
+    parser.add_argument("--K", type=int, default=None, help="pool size (default: 30, or the protocol's K on real data)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--users", type=int, default=100, help="users whose pools feed the label statistics")
+    parser.add_argument("--users", type=int, default=None,
+                        help="users whose pools feed the label statistics (default 100; with --protocol-report all)")
     parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--protocol-report", action="store_true",
+                        help="print the real-data protocol's measurements (docs/real-data-protocol.md) and stop")
+    parser.add_argument("--protocol", default="known", help="with --protocol-report: known | implicit | sparse")
     args = parser.parse_args(argv)
+    if args.protocol_report:
+        measure(args.data, args.protocol, args.K or 20, args.seed, args.users or 0, args.path)
+        return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
@@ -36,10 +50,11 @@ def main(argv: list[str] | None = None) -> None:
                                              {"items": args.items} if args.items else {}))
     except (FileNotFoundError, ValueError) as error:  # a missing file or column: say which, no traceback
         parser.error(str(error))
+    args.K = args.K or default_pool_size(data, 30)
     print(f"== dataset {data.name}")
     for key, value in data.summary().items():
         print(f"  {key:28s} {value}")
-    examples = build_examples(data, split="train", K=args.K, seed=args.seed, max_users=args.users)
+    examples = build_examples(data, split="train", K=args.K, seed=args.seed, max_users=args.users or 100)
     print(f"== labels per need ({len(examples) // len(NEEDS)} train pools each, K={args.K}; labels in [0, 1])")
     print(f"  {'need':20s} {'threshold':>9s} {'mean':>6s} {'relevant/pool':>13s} {'no-relevant':>11s} {'observed':>8s}")
     for name, need in NEEDS.items():
@@ -64,6 +79,36 @@ def main(argv: list[str] | None = None) -> None:
     print(f"== prompt: user {example.user}, need {example.need}, {count_tokens(tokenizer, prompt)} tokens")
     print(prompt)
     print(f"== true labels by slot: {np.round(example.true_labels, 2).tolist()}")
+
+
+def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, seed: int = 0, users: int = 0,
+            path: str | None = None) -> None:
+    """Print the measurements of docs/real-data-protocol.md (``--protocol-report``):
+    explore coverage per novelty share and trend ties on training users; each history signal and the
+    baselines as rankers on validation users (never test users). ``users``: the first N of each split (0: all)."""
+    data = load(data_name, path, protocol=protocol, seed=seed)
+    splits = split_users(data, seed=seed)
+    train = splits["train"][: users or None]
+    chosen = data.novelty_share
+    for share in (0.0, 0.05, 0.1, 0.15, 0.2):
+        data.novelty_share = share
+        print(f"train: novelty_share {share}: explore pools with a relevant item {explore_coverage(data, train, K, seed):.3f}",
+              flush=True)
+    data.novelty_share = chosen
+    print(f"train: trend candidates tied with another {trend_tie_share(data, train, K, seed):.3f}", flush=True)
+    examples = build_examples(data, split="val", K=K, seed=seed, max_users=users or None)
+    rng = np.random.default_rng(seed)
+    for need in ("maximize_interest", "explore_new_topics", "trend_promotion"):
+        ex = [e for e in examples if e.need == need]
+        rel = torch.from_numpy(np.stack([e.true_labels for e in ex]))
+        signals = np.stack([history_signals(data, e.user, e.items) for e in ex]).astype(np.float64)
+        for j, name in enumerate(("pop", "tr", "co", "aff", "q")):
+            score = torch.from_numpy(signals[:, j] + 0.5 * rng.random(signals[:, j].shape))  # ties at random
+            ndcg = ndcg_at_k(torch.argsort(score, -1, descending=True), rel, 5).mean()
+            print(f"val: {need} {name} tier as a ranker NDCG@5 {ndcg:.3f}", flush=True)
+        for ranker in (RandomRanker, PopularityRanker, ItemKNN):
+            ndcg = ndcg_at_k(ranker(seed).fit(data, splits["train"]).rank(ex), rel, 5).mean()
+            print(f"val: {need} {ranker.name} NDCG@5 {ndcg:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 What `build_examples` does with awkward users (never a silent drop; counts go to `logging`):
 - a user with an empty history is skipped (nothing to personalise from), unless `keep_empty_history`;
-- a user with fewer than K eligible items is skipped (a pool must have exactly K items);
+- a user with fewer than K eligible items is skipped (a pool must have exactly K items; on the real-data
+  protocol only items of known truth are eligible);
 - a pool with no item above the need's threshold is kept (its rewards are all zero, FLEXREC.md
   section 3), and counted.
 """
@@ -110,7 +111,8 @@ def build_examples(data: InteractionData, needs: list[str] | None = None, split:
     if empty:
         log.warning("%s/%s: skipped %d users with an empty history", data.name, split, empty)
     if too_small:
-        log.warning("%s/%s: skipped %d users with fewer than K=%d eligible items", data.name, split, too_small, K)
+        log.warning("%s/%s: skipped %d users with fewer than K=%d %s", data.name, split, too_small, K,
+                    "items of known truth (the real-data protocol)" if data.pools_from_known else "eligible items")
     for need, count in no_relevant.items():
         if count:
             log.info("%s/%s: %d %s pools have no relevant item (their rewards are all zero)",

@@ -40,6 +40,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from .protocol import add_implicit_negatives
 from .world import InteractionData, SparseLabels, histories_to_csr, observe_subset
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ ALIASES = {
     "categories": ("categories", "genres", "genre", "class", "category"),
 }
 OPTIONAL = ("rating", "categories")  # may be mapped to None
+PROTOCOLS = ("sparse", "known", "implicit")  # what the future and the pools are (from_frames, docs/real-data-protocol.md)
 
 
 class DataFileError(ValueError):
@@ -259,7 +261,8 @@ def from_frames(interactions: Any, items: Any, columns: Optional[Mapping[str, Op
                 trend_window: int = 7, K: Optional[int] = None, duplicates: str = "error",
                 unknown_items: str = "error", category_sep: str = "|",
                 interest_range: Optional[tuple[float, float]] = None,
-                feedback_format: Optional[str] = None) -> InteractionData:
+                feedback_format: Optional[str] = None, protocol: str = "sparse", min_history: int = 10,
+                negatives: int = 15, novelty_share: float = 0.0, trend_half_life: float = 0.0) -> InteractionData:
     """Build InteractionData from interactions and items (frames, dicts of columns, lists of rows or Tables).
 
     Args:
@@ -274,7 +277,14 @@ def from_frames(interactions: Any, items: Any, columns: Optional[Mapping[str, Op
         category_sep: what separates several categories in one cell.
         interest_range: the rating scale (default: the ratings' min and max); ``feedback_format`` how one
             reads in a full prompt (default "rated {:.0f}/<max>" for whole-number ratings).
+        protocol: "sparse" (the split above; pools mix rated and unrated items, an unrated one counting as 0),
+            "known" (pools hold only the user's future items, labelled by their ratings; the future is the last
+            ``n_heldout`` interactions leaving at least ``min_history``) or "implicit" (the future items against
+            ``negatives`` retrieved items labelled "not watched"): docs/real-data-protocol.md.
+        novelty_share, trend_half_life: see `InteractionData` (0: the synthetic world's rules).
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: use one of {', '.join(PROTOCOLS)}")
     if duplicates not in ("error", "last"):
         raise ValueError(f"duplicates={duplicates!r}: use 'error' or 'last'")
     if unknown_items not in ("error", "title"):
@@ -334,7 +344,9 @@ def from_frames(interactions: Any, items: Any, columns: Optional[Mapping[str, Op
                            f"rated {{:.{0 if whole else 1}f}}/{interest_range[1]:g}")
     return build(name, users, rated, values, stamps, catalogue, n_heldout=n_heldout,
                  observe_fraction=observe_fraction, seed=seed, trend_window=trend_window,
-                 interest_range=interest_range, feedback_format=feedback_format)
+                 interest_range=interest_range, feedback_format=feedback_format, protocol=protocol,
+                 min_history=min_history, negatives=negatives, novelty_share=novelty_share,
+                 trend_half_life=trend_half_life)
 
 
 def dedupe(inter: Table, users: list[str], items: list[str], stamps: np.ndarray, duplicates: str,
@@ -365,9 +377,11 @@ def key_order(key: str) -> tuple[int, str]:
 def build(name: str, users: list[str], items: list[str], values: np.ndarray, stamps: np.ndarray,
           catalogue: dict[str, tuple[str, list[str]]], n_heldout: int = 10, observe_fraction: float = 0.1,
           seed: int = 0, trend_window: int = 7, interest_range: tuple[float, float] = (1.0, 5.0),
-          feedback_format: str = "rated {:.0f}/5") -> InteractionData:
+          feedback_format: str = "rated {:.0f}/5", protocol: str = "sparse", min_history: int = 10,
+          negatives: int = 15, novelty_share: float = 0.0, trend_half_life: float = 0.0) -> InteractionData:
     """InteractionData from checked interactions (user key, item key, rating, Unix seconds) and
-    {item key: (title, categories)}: the per-user time split of the module docstring.
+    {item key: (title, categories)}: the per-user time split of the module docstring (``protocol``: see
+    `from_frames`).
 
     Shapes: users, items, values, stamps: (N,), every item a key of ``catalogue``.
     """
@@ -388,7 +402,10 @@ def build(name: str, users: list[str], items: list[str], values: np.ndarray, sta
     counts = np.bincount(users, minlength=len(user_keys))
     start = np.concatenate([[0], np.cumsum(counts)])[users[order]]
     rank = np.arange(len(order)) - start  # position within the user's own time line
-    n_future = np.minimum(n_heldout, counts // 2)[users[order]]
+    if protocol == "sparse":
+        n_future = np.minimum(n_heldout, counts // 2)[users[order]]
+    else:  # the future is all of a pool's known items: keep it whole, leaving min_history in the history
+        n_future = np.minimum(n_heldout, np.maximum(counts - min_history, 0))[users[order]]
     future = np.zeros(len(order), bool)
     future[order] = rank >= counts[users[order]] - n_future
     if (counts < 2).any():
@@ -406,13 +423,18 @@ def build(name: str, users: list[str], items: list[str], values: np.ndarray, sta
     topic_names, item_topics = topic_matrix([catalogue[k][1] for k in item_keys])
     true = SparseLabels.from_triples(users[future], items[future], values[future], len(item_keys))
     observed = observe_subset(true, observe_fraction, np.random.default_rng(seed))
-    return InteractionData(
+    real = protocol != "sparse"
+    data = InteractionData(
         name=name, topic_names=topic_names, item_titles=[catalogue[k][0] for k in item_keys],
         item_topics=item_topics, item_popularity=np.bincount(items[hist], minlength=len(item_keys)).astype(np.float32),
         daily_popularity=daily, history_ptr=ptr, history_items=h_items, history_feedback=h_fb, history_days=h_days,
         cutoff_day=cutoff, true_interest=true, observed=observed, interest_range=tuple(interest_range),
         feedback_format=feedback_format, trend_window=trend_window, user_keys=user_keys, item_keys=item_keys,
-        observe_fraction=observe_fraction)
+        observe_fraction=observe_fraction, pools_from_known=real, novelty_share=novelty_share,
+        trend_half_life=trend_half_life, trend_random_ties=real, compact_signals=real)
+    if protocol == "implicit":
+        add_implicit_negatives(data, negatives, seed)
+    return data
 
 
 def topic_matrix(categories: list[list]) -> tuple[list, np.ndarray]:

@@ -3,11 +3,14 @@
 The licence forbids redistribution: files are read from a user's path or, for ML-100K, from the
 installed `recbole==1.2.1` wheel (`pip install --no-deps recbole==1.2.1`); never commit them.
 
-Split (ours, per user, by time): the user's last `n_heldout` ratings (at most half of them) are the
-"future": their ratings are the true interest of those items, and `observe_fraction` of them are the
-observed feedback. Everything earlier is the history, which therefore precedes every candidate.
-Days count from the first rating; the trend signal is the plays in the `trend_window` days before the
-user's first held-out rating. Item popularity counts history ratings only (no future leaks into it).
+Split (ours, per user, by time; docs/real-data-protocol.md): the user's last ratings are the "future": their
+ratings are the true interest of those items, and `observe_fraction` of them are the observed feedback.
+Everything earlier is the history, which therefore precedes every candidate. By default ("known") the
+pool holds only the future films (20 per user, a user needs 30 ratings), so every candidate's label is the
+user's own rating; "implicit" pits 5 future films against 15 retrieved unwatched ones; "sparse" is the
+split of `flexrec.data.frames` (last 10, at most half; unrated fillers count 0).
+Days count from the first rating; the trend signal is every earlier day's plays decayed by half per week
+before the user's first held-out rating. Item popularity counts history ratings only (no future leaks into it).
 """
 
 from __future__ import annotations
@@ -98,9 +101,27 @@ def load_ml1m(path: str | Path | None = None, **options) -> InteractionData:
     return from_movielens("ml-1m", ratings, movies, **options)
 
 
-def from_movielens(name: str, ratings: Table, movies: Table, **options) -> InteractionData:
-    """`flexrec.data.frames.from_frames` with MovieLens's scale; a rated film missing from the catalogue is
+# The real-data protocol's MovieLens settings (docs/real-data-protocol.md gives the measurements behind each):
+# protocol -> its defaults. "known": each user's last 20 ratings (K = 20, LLMRank's setting) are the future and
+# the pool; "implicit": the last 5 against 15 retrieved films not watched.
+PROTOCOL_DEFAULTS = {
+    "known": dict(n_heldout=20, min_history=10),
+    "implicit": dict(n_heldout=5, negatives=15, min_history=10),
+    "sparse": dict(n_heldout=10),
+}
+NOVELTY_SHARE = 0.1  # a film is new to a user when each of its genres is at most 10% of the history
+TREND_HALF_LIFE = 7.0  # days: short-term plays decay by half per week before the user's cutoff
+
+
+def from_movielens(name: str, ratings: Table, movies: Table, protocol: str = "known", **options) -> InteractionData:
+    """`flexrec.data.frames.from_frames` with MovieLens's scale and the real-data protocol (``protocol``
+    "known", "implicit" or "sparse", with ``PROTOCOL_DEFAULTS``); a rated film missing from the catalogue is
     titled "item <id>" (and counted in the log) rather than an error."""
-    return from_frames(ratings, movies, {"categories": "categories", "title": "title"}, name=name,
+    if protocol not in PROTOCOL_DEFAULTS:
+        raise ValueError(f"protocol={protocol!r}: use one of {', '.join(PROTOCOL_DEFAULTS)}")
+    if protocol != "sparse":
+        options = {"novelty_share": NOVELTY_SHARE, "trend_half_life": TREND_HALF_LIFE, **options}
+    options = {**PROTOCOL_DEFAULTS[protocol], **options}
+    return from_frames(ratings, movies, {"categories": "categories", "title": "title"}, name=name, protocol=protocol,
                        unknown_items="title", interest_range=(1.0, 5.0), feedback_format="rated {:.0f}/5",
                        **options)

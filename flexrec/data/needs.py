@@ -6,14 +6,16 @@ Every label is in [0, 1]: interest is first mapped from the dataset's scale by `
 (ours: one scale for every dataset and need, so rewards and thresholds mean the same thing).
 
 Labels come in two forms (see `pool_labels`):
-- true labels, from the dataset's ground truth (evaluation). Where the truth is sparse (MovieLens:
-  the held-out ratings), an item the user never rated counts as interest 0;
+- true labels, from the dataset's ground truth (evaluation). Where the truth is sparse and pools may hold
+  items the user never rated (``pools_from_known`` off), such an item counts as interest 0; the real-data
+  protocol puts only items of known truth in pools (docs/real-data-protocol.md);
 - observed labels and a mask, from the sparse observed feedback (training; the critic fills the rest).
   The mask is where the user's interest was observed, for every need (even where a need's label would
   not depend on it, e.g. an explore item from a seen topic), so the critic has one mask to learn from.
 
-On MovieLens, explore_new_topics is rare by nature: films carry several genres and histories are long,
-so few held-out films have no genre the user has seen; `python -m flexrec.data` prints how rare.
+Films carry several genres and histories are long, so "no genre of it in the history" almost never holds;
+on MovieLens an item is new when each of its genres is under ``novelty_share`` of the history instead
+(``InteractionData.novel_items``; the share and the pools it leaves: docs/real-data-protocol.md).
 
 Adding a need is a few lines::
 
@@ -44,7 +46,8 @@ class LabelContext:
     Shapes:
         items, interest, known, novel, popularity, recent_popularity: (K,).
         interest is in [0, 1] (0 where unknown); known says where interest is known;
-        novel: no topic of the item appears in the user's history.
+        novel: the item is new to the user (``InteractionData.novel_items``: no topic of it in the history,
+        or on real data every topic of it under a small share of the history).
     """
 
     data: InteractionData
@@ -84,7 +87,7 @@ def maximize_interest(ctx: LabelContext) -> np.ndarray:
 
 
 def explore_new_topics(ctx: LabelContext) -> np.ndarray:
-    """Interest, but only for items none of whose topics appear in the user's history; 0 otherwise."""
+    """Interest, but only for items new to the user (``InteractionData.novel_items``); 0 otherwise."""
     return np.where(ctx.novel, ctx.interest, 0.0).astype(np.float32)
 
 
@@ -135,7 +138,7 @@ def label_context(data: InteractionData, user: int, items: np.ndarray, observed:
     if not observed:
         # Ground truth: an item the user never rated (MovieLens) counts as interest 0, and is known.
         known = np.ones_like(known)
-    novel = ~(data.item_topics[items] & data.history_topics(user)[None, :]).any(axis=1)
+    novel = data.novel_items(user, items)
     return LabelContext(data, user, items, interest, known, novel,
                         data.item_popularity[items].astype(np.float32),
                         data.recent_popularity(user, items))

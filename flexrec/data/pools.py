@@ -1,6 +1,8 @@
 """Candidate pools (K items per user and need) and user splits.
 
-A pool is built from a documented mix, in this order, never from the user's history (no leakage):
+A pool is built from a documented mix, in this order, never from the user's history (no leakage), and
+with ``InteractionData.pools_from_known`` (the real-data protocol, docs/real-data-protocol.md) only from
+items whose true interest is known, so every candidate's label means the same to the critic and the truth:
 1. up to `min_relevant` items whose true label for the need passes its threshold (labels computed
    over all eligible items), so that a pool has something to find where the data allows;
 2. on data whose truth is sparse (MovieLens: held-out ratings), items with known interest, up to
@@ -78,8 +80,11 @@ def build_pool(data: InteractionData, user: int, need: str, K: int = 30, seed: i
         raise ValueError(f"K must be >= 1, got {K}")
     need_ = get_need(need)
     eligible = data.eligible_items(user)
+    if data.pools_from_known:  # the real-data protocol: only items whose truth is known
+        eligible = np.intersect1d(eligible, data.true_interest.user_items(user))
     if len(eligible) < K:
-        raise PoolTooSmallError(f"user {user} has {len(eligible)} eligible items, fewer than K={K}")
+        what = "items of known truth" if data.pools_from_known else "eligible items"
+        raise PoolTooSmallError(f"user {user} has {len(eligible)} {what}, fewer than K={K}")
     rng = pool_rng(seed, user, need_.name)
     free = np.zeros(data.n_items, bool)
     free[eligible] = True

@@ -88,6 +88,43 @@ def render_prompt(example: RankingExample, data: InteractionData, tokenizer, max
     return format_prompt(example, data, tokenizer, lo, trend)
 
 
+SIGNAL_TIERS = 10  # the per-candidate history signals of compact prompts are tiers 0..9 within the pool
+
+
+def history_signals(data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
+    """Per-candidate signals computed only from histories and plays before the user's cutoff (never the
+    user's future), for compact prompts on real data (``InteractionData.compact_signals``), each the
+    candidate's rank tier 0..9 within the pool (a pool of rated films is mostly in the catalogue's top
+    quintiles, so catalogue tiers would barely tell its candidates apart):
+    - pop: overall popularity (history interactions of all users);
+    - trend: short-term plays (``InteractionData.recent_popularity``, what trend_promotion's label uses);
+    - co: how often it appears with the user's 10 most recent items in other users' histories
+      (``flexrec.data.pools.cooccurrence_scores``);
+    - aff: the user's affinity for its genres, the mean share of the history of the item's genres;
+    - q: the item's mean rating in all users' histories, shrunk to the overall mean by 10 pseudo-ratings.
+    Tied values share the lowest tier of their group, so equal values show equal tiers.
+
+    Shapes: items (K,) -> (5, K) int64.
+    """
+    from .pools import cooccurrence_scores
+
+    items = np.asarray(items, np.int64)
+    cache = data.__dict__.setdefault("_history_item_quality", {})
+    if "q" not in cache:
+        feedback = data.normalized_interest(data.history_feedback)
+        counts = np.bincount(data.history_items, minlength=data.n_items)
+        sums = np.bincount(data.history_items, feedback, minlength=data.n_items)
+        prior = float(feedback.mean()) if len(feedback) else 0.5
+        cache["q"] = ((sums + 10.0 * prior) / (counts + 10.0)).astype(np.float32)
+    h_items = data.history(user)[0]
+    share = data.item_topics[h_items].mean(0) if len(h_items) else np.zeros(data.n_topics)
+    topics = data.item_topics[items]
+    signals = (data.item_popularity[items], data.recent_popularity(user, items),
+               cooccurrence_scores(data, user)[items], (topics * share[None, :]).sum(1) / np.maximum(topics.sum(1), 1),
+               cache["q"][items])
+    return np.stack([np.searchsorted(np.sort(x), x, side="left") * SIGNAL_TIERS // len(x) for x in signals])
+
+
 # (ours) The compact prompt keeps everything a need depends on within each candidate's own line, and
 # ends with the need as a tag token; the measurements behind this form: docs/DESIGN.md, "Compact prompts".
 def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
@@ -95,20 +132,30 @@ def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
 
     The whole history is summarised per topic (so no ``max_history``). ``trend``: show each
     candidate's short-term popularity tier at the user's cutoff (``InteractionData.trend_tiers``).
+    On real data (``InteractionData.compact_signals``) each line shows ``history_signals`` instead of the
+    catalogue trend tier ("tr7 ... pop3 co1 aff4 q8", tiers within the pool) and says "new" by the novelty
+    rule of the need (``InteractionData.novel_items``).
     """
-    tiers = data.trend_tiers(example.user) if trend else None
+    tiers = data.trend_tiers(example.user) if trend and not data.compact_signals else None
     h_items, h_fb, _ = data.history(example.user)
     h_topics = data.item_topics[h_items].astype(np.float32)  # (h, T)
     count = h_topics.sum(0)
     mean = (h_topics * data.normalized_interest(h_fb)[:, None]).sum(0) / np.maximum(count, 1.0)
+
+    signals = history_signals(data, example.user, example.items) if data.compact_signals else None
+    new = data.novel_items(example.user, example.items) if data.compact_signals else None
 
     def line(k: int, item: int) -> str:
         topics = np.flatnonzero(data.item_topics[item])
         seen = count[topics].sum() > 0
         rating = f"{float(mean[topics][count[topics] > 0].mean()) * 4 + 1:.0f}" if seen else "-"
         names = " ".join(data.topic_names[t] for t in topics)
-        tier = f" {TREND_TIERS[tiers[item]]}" if trend else ""
-        return f"{names}{tier} {'seen' if seen else 'new'} {rating}<c{k}>"
+        if signals is None:
+            tier = f" {TREND_TIERS[tiers[item]]}" if trend else ""
+            return f"{names}{tier} {'seen' if seen else 'new'} {rating}<c{k}>"
+        pop, recent, co, aff, quality = signals[:, k]
+        tier = f" tr{recent}" if trend else ""
+        return f"{names}{tier} {'new' if new[k] else 'seen'} {rating} pop{pop} co{co} aff{aff} q{quality}<c{k}>"
 
     # The instruction comes last, closed by the need's name as one tag token ("need: trend_promotion"),
     # so the answer position holds the need itself. Without the tag (the paraphrase alone, first or

@@ -95,6 +95,15 @@ class InteractionData:
     user_keys: list[str] = field(default_factory=list)
     item_keys: list[str] = field(default_factory=list)
     observe_fraction: float = 0.1
+    # The real-data protocol (docs/real-data-protocol.md); the defaults are the synthetic world's behaviour.
+    pools_from_known: bool = False  # pools hold only items whose true interest is known (the user's rated future)
+    novelty_share: float = 0.0  # an item is new to a user when each of its topics is at most this share of the
+    # history (0: none of its topics appears at all)
+    trend_half_life: float = 0.0  # > 0: short-term popularity is every earlier day's plays decayed by half per
+    # this many days (few ties); 0: the plain sum of the trend_window days
+    trend_random_ties: bool = False  # trend tiers break ties at random per user, not by item index
+    compact_signals: bool = False  # compact prompts add popularity, co-occurrence and genre-affinity tiers
+    history_negatives: SparseLabels | None = None  # implicit protocol: items not watched, for the critic
 
     @property
     def n_users(self) -> int:
@@ -118,30 +127,63 @@ class InteractionData:
         items = self.history(user)[0]
         return self.item_topics[items].any(axis=0) if len(items) else np.zeros(self.n_topics, bool)
 
+    def novel_items(self, user: int, items: np.ndarray) -> np.ndarray:
+        """Whether each item is new to the user: every topic of it is at most ``novelty_share`` of the
+        user's history (with share 0: none of its topics appears in the history).
+
+        Shapes: items (K,) -> (K,) bool.
+        """
+        items = np.asarray(items, np.int64)
+        if self.novelty_share <= 0:
+            return ~(self.item_topics[items] & self.history_topics(user)[None, :]).any(axis=1)
+        h_items = self.history(user)[0]
+        share = self.item_topics[h_items].mean(axis=0) if len(h_items) else np.zeros(self.n_topics)
+        return ~(self.item_topics[items] & (share > self.novelty_share)[None, :]).any(axis=1)
+
+    def trend_scores(self, user: int) -> np.ndarray:
+        """Short-term plays of every item before the user's cutoff: the ``trend_window`` days' sum, or with
+        ``trend_half_life`` > 0 every earlier day weighted 0.5 ** (days before the cutoff / half-life).
+
+        Shapes: -> (n_items,), the dtype of ``daily_popularity``.
+        """
+        end = int(self.cutoff_day[user])
+        if self.trend_half_life <= 0:
+            return self.daily_popularity[max(0, end - self.trend_window):end].sum(axis=0)
+        weights = 0.5 ** ((end - 1 - np.arange(end)) / self.trend_half_life)
+        return (weights @ self.daily_popularity[:end]).astype(self.daily_popularity.dtype)
+
     def recent_popularity(self, user: int, items: np.ndarray) -> np.ndarray:
-        """Plays of `items` in the `trend_window` days before the user's cutoff.
+        """Short-term plays of `items` before the user's cutoff (``trend_scores``).
 
         Shapes: items (K,) -> (K,) float32.
         """
+        if self.trend_half_life > 0:
+            return self.trend_scores(user)[np.asarray(items, np.int64)]
         end = int(self.cutoff_day[user])
         start = max(0, end - self.trend_window)
         return self.daily_popularity[start:end, items].sum(axis=0).astype(np.float32)
 
     def trend_tiers(self, user: int) -> np.ndarray:
         """Each item's tier of short-term popularity as the user sees it: the quintile (0..4, see
-        ``TREND_TIERS``) of log1p(plays in the ``trend_window`` days before the user's cutoff) over the
-        catalogue, ties broken by item index. Computed at the user's own cutoff, so it never shows
-        plays from the user's future (per-user cutoffs, as in MovieLens, are fine); cached per cutoff.
+        ``TREND_TIERS``) of log1p(``trend_scores``) over the catalogue, ties broken by item index, or with
+        ``trend_random_ties`` at random per user (seeded by the user and cutoff, so deterministic).
+        Computed at the user's own cutoff, so it never shows plays from the user's future (per-user
+        cutoffs, as in MovieLens, are fine); cached per cutoff (per user with random ties).
 
         Shapes: -> (n_items,) int64.
         """
         end = int(self.cutoff_day[user])
+        key = (end, user) if self.trend_random_ties else end
         cache = self.__dict__.setdefault("_trend_tier_cache", {})
-        if end not in cache:
-            recent = np.log1p(self.daily_popularity[max(0, end - self.trend_window) : end].sum(0))
-            rank = np.argsort(np.argsort(recent, kind="stable"), kind="stable")
-            cache[end] = (rank * len(TREND_TIERS) // len(recent)).astype(np.int64)
-        return cache[end]
+        if key not in cache:
+            recent = np.log1p(self.trend_scores(user))
+            if self.trend_random_ties:
+                order = np.lexsort((np.random.default_rng([user, end]).random(len(recent)), recent))
+            else:
+                order = np.argsort(recent, kind="stable")
+            rank = np.argsort(order, kind="stable")
+            cache[key] = (rank * len(TREND_TIERS) // len(recent)).astype(np.int64)
+        return cache[key]
 
     def normalized_interest(self, values: np.ndarray) -> np.ndarray:
         """Map interest from the dataset's scale to [0, 1]. Shapes: any -> same."""
@@ -180,6 +222,9 @@ class InteractionData:
             "observe_fraction": self.observe_fraction,
             "interest_range": self.interest_range,
             "trend_window_days": self.trend_window,
+            "pools_from_known": self.pools_from_known,
+            "novelty_share": self.novelty_share,
+            "trend_half_life_days": self.trend_half_life,
         }
 
 

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from flexrec.data import build_examples, load
+from flexrec.data import build_examples, load, split_users
 from flexrec.data.movielens import recbole_ml100k_dir
 
 
@@ -37,11 +37,17 @@ def test_ml100k_from_installed_recbole():
     assert data.item_titles[0] == "Toy Story (1995)"
     assert set(data.topic_names) >= {"Drama", "Comedy", "Film-Noir"}
     # Held-out ratings are each user's latest: none is earlier than any history day.
+    # The real-data protocol ("known"): the last 20 ratings (leaving at least 10) are the future and the pool.
     lengths = np.diff(data.history_ptr)
-    assert lengths.min() >= 10 and len(data.true_interest) == 9430
-    examples = build_examples(data, split="test", max_users=5)
-    assert len(examples) == 15 and all(e.K == 30 for e in examples)
+    counts = lengths + np.bincount(data.true_interest.keys // data.n_items, minlength=data.n_users)
+    assert lengths.min() >= 10 and len(data.true_interest) == np.minimum(20, counts - 10).sum()
+    examples = build_examples(data, split="test", K=20, max_users=5)
+    full = [u for u in split_users(data)["test"][:5] if len(data.true_interest.user_items(u)) == 20]
+    assert len(examples) == 3 * len(full) > 0 and all(e.K == 20 for e in examples)  # fewer than 30 ratings: skipped
     assert all(not np.isin(e.items, e.history_items).any() for e in examples)
+    assert all(set(e.items) == set(data.true_interest.user_items(e.user)) for e in examples)
+    sparse = load("ml-100k", protocol="sparse")
+    assert np.diff(sparse.history_ptr).min() >= 10 and len(sparse.true_interest) == 9430
 
 
 def test_ml100k_missing_recbole_names_the_install(monkeypatch):
@@ -51,7 +57,7 @@ def test_ml100k_missing_recbole_names_the_install(monkeypatch):
 
 
 def test_ml100k_grouplens_layout(grouplens_dir):
-    data = load("ml-100k", grouplens_dir, n_heldout=4)
+    data = load("ml-100k", grouplens_dir, n_heldout=4, protocol="sparse")
     check_common(data, 12)
     assert data.n_items == 40 and data.item_titles[0] == "Movie 1 (1991)"
     assert len(data.true_interest) == 12 * 4 and np.diff(data.history_ptr).tolist() == [12] * 12
@@ -91,7 +97,8 @@ def test_ml1m_layout(ml1m_dir):
     check_common(data, 12)
     assert data.n_items == 40 and data.topic_names == ["Action", "Comedy", "Drama", "Horror", "Sci-Fi"]
     assert data.item_topics.sum(1).tolist() == [2] * 40  # two genres each
-    assert len(data.true_interest) == 12 * 8  # n_heldout=10 capped at half of 16 ratings
+    assert len(data.true_interest) == 12 * 6  # the last 20 ratings, leaving 10 of the 16 in the history
+    assert len(load("ml-1m", ml1m_dir, protocol="sparse").true_interest) == 12 * 8  # 10, capped at half of 16
 
 
 def test_ml1m_bad_inputs(ml1m_dir, tmp_path):

@@ -45,7 +45,8 @@ def ml100k():
     ratings = recbole_rows(folder / "ml-100k.inter")
     movies = [(m["item_id"], f"{m['movie_title']} ({m['release_year']})", m["class"].split())
               for m in recbole_rows(folder / "ml-100k.item")]
-    return load("ml-100k"), ratings, movies
+    # your own data splits by from_frames' default protocol ("sparse"); the builtin, asked for it, is the same
+    return load("ml-100k", protocol="sparse"), ratings, movies
 
 
 def test_ml100k_exported_to_recbole_loads_back_the_same(ml100k, tmp_path):
