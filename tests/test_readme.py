@@ -17,7 +17,11 @@ def readme_default_table() -> dict[str, dict[str, tuple[str, str]]]:
     """{need: {stage: ("NDCG@5", "Recall@5")}} of the table after the README's "default run" marker."""
     text = README.read_text()
     start = text.index("<!-- default-run-table -->")
-    lines = [line for line in text[start:].splitlines()[1:] if line.startswith("|")]
+    lines = []
+    for line in text[start:].splitlines()[1:]:  # the table right after the marker, up to its first non-table line
+        if not line.startswith("|"):
+            break
+        lines.append(line)
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     table = {}
     for line in lines[2:]:
