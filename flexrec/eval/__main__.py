@@ -88,4 +88,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:  # a bad run directory, checkpoint or data path: say it, no traceback
+        print(f"python -m flexrec.eval: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -201,13 +201,18 @@ def load_checkpoint(run_dir: str | Path, flag: str = "--resume") -> dict[str, An
     except Exception as err:  # torch's zip reader, pickle or EOF errors: the file is cut or corrupted
         why = str(err).splitlines()[0] if str(err) else type(err).__name__
         earlier = run_dir / PREVIOUS
-        try:
-            step = _load(earlier).get("step") if earlier.is_file() else None
-            hint = (f"The earlier checkpoint {earlier} (step {step}) is whole: to go on from there, "
-                    f"move it to {path} and run with {flag} {run_dir} again.")
-        except Exception:
-            hint = f"The earlier checkpoint {earlier} is damaged too." if earlier.is_file() else \
-                "There is no earlier checkpoint to fall back on."
+        hint = "There is no earlier checkpoint to fall back on."
+        if earlier.is_file():
+            try:
+                state = _load(earlier)
+                sharded = state.get("sharded_state")
+                if sharded and not (run_dir / sharded).is_dir():  # FSDP keeps only the latest shards
+                    hint = f"The earlier checkpoint {earlier} names shards ({sharded}) that are gone."
+                else:
+                    hint = (f"The earlier checkpoint {earlier} (step {state.get('step')}) is whole: to go on from "
+                            f"there, move it to {path} and run with {flag} {run_dir} again.")
+            except Exception:
+                hint = f"The earlier checkpoint {earlier} is damaged too."
         raise RunDirError(f"{flag} {run_dir}: {path} is damaged and cannot be read ({why}). {hint}") from None
 
 

@@ -152,3 +152,14 @@ def test_report_to_wandb_logs_every_row_and_fails_early_when_missing(tmp_path, s
     with pytest.raises(RunDirError, match="--report-to wandb needs wandb: pip install wandb"):
         train(small_config(tmp_path, out=str(tmp_path / "other"), report_to="wandb"))
     assert not (tmp_path / "other").exists()
+
+
+def test_damaged_checkpoint_without_an_earlier_one_says_so(tmp_path):
+    torch.save({"step": 1}, tmp_path / CHECKPOINT)
+    data = (tmp_path / CHECKPOINT).read_bytes()
+    (tmp_path / CHECKPOINT).write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunDirError, match="is damaged.*There is no earlier checkpoint to fall back on"):
+        load_checkpoint(tmp_path)
+    torch.save({"step": 1, "sharded_state": "state-00000001"}, tmp_path / PREVIOUS)  # FSDP: its shards are gone
+    with pytest.raises(RunDirError, match=r"names shards \(state-00000001\) that are gone"):
+        load_checkpoint(tmp_path)
