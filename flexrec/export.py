@@ -47,7 +47,7 @@ def export(run_dir: str | Path, out: str | Path, overwrite: bool = False, device
     out = Path(out)
     if out.exists() and not (out.is_dir() and (overwrite or not any(out.iterdir()))):
         raise ValueError(f"{out} exists; pass --overwrite to replace it")
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, flag="--run")
     model = run.policy.model
     if hasattr(model, "merge_and_unload"):  # a peft model: fold the LoRA adapters into the base weights
         model = model.merge_and_unload()

@@ -80,11 +80,12 @@ class TrainedRun:
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", untrained: bool = False,
-             threads: Optional[int] = None) -> TrainedRun:
+             threads: Optional[int] = None, flag: str = "load_run") -> TrainedRun:
     """The trained policy of a run directory (its ``checkpoint.pt``), or with ``untrained`` its initial one.
 
     ``threads``: torch's CPU threads, by the trainer's policy (``flexrec.config.set_threads``; default 1,
-    which ranks several times faster than torch's default on a small shared CPU).
+    which ranks several times faster than torch's default on a small shared CPU). ``flag``: how the caller's
+    user named the run directory (e.g. ``--checkpoint``), for the message about a damaged checkpoint.
     """
     from flexrec.config import data_options, set_threads
     from flexrec.data import load
@@ -95,7 +96,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", untrained: bool = False,
     set_threads(threads if threads is not None else cfg.threads)
     state: Any = None
     if not untrained:
-        state = load_checkpoint(run_dir, flag="load_run")
+        state = load_checkpoint(run_dir, flag=flag)
     run = TrainedRun(cfg, None, None, load(cfg.data, **data_options(cfg)), resolve_device(device))
     run.policy, run.tokenizer = build_policy(cfg, run.data, run.examples("train"), run.device)
     if state is not None:

@@ -73,7 +73,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         spec = resolve_spec(args, run_config)
         spec.options = run_spec(train_config(run_config)).options
         data, examples, _ = load_examples(spec)
-        ranker, method = load_run(args.checkpoint, device=args.device), args.checkpoint
+        ranker, method = load_run(args.checkpoint, device=args.device, flag="--checkpoint"), args.checkpoint
     results = evaluate(ranker, examples, gain=args.gain, n_boot=args.n_boot, seed=spec.seed)
     title = (f"{method} on {spec.data} ({spec.split} users, K={spec.num_candidates}, seed {spec.seed}, "
              f"{'held-out' if spec.heldout_instructions else 'training'} instructions); mean [95% bootstrap CI]")

@@ -43,7 +43,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     try:
         requests = read_requests(args.input)
-        run = load_run(args.run, device=args.device)
+        run = load_run(args.run, device=args.device, flag="--run")
     except (ValueError, FileNotFoundError) as err:
         print(f"flexrec.rank: error: {err}", file=sys.stderr)
         return 2

@@ -72,7 +72,7 @@ def test_damaged_checkpoint_names_the_file_and_the_whole_one(tmp_path, small_con
         train(TrainConfig(resume=str(run)))
     from flexrec.eval.__main__ import main as eval_cli
 
-    with pytest.raises(RunDirError, match="is damaged"):
+    with pytest.raises(RunDirError, match=rf"--checkpoint {run}: .* is damaged.*run with --checkpoint {run} again"):
         eval_cli(["--checkpoint", str(run)])
 
 
