@@ -81,6 +81,10 @@ class TrainConfig:
     critic_recalibrate: str = "none"  # rescale the critic's variances, per variance bucket, so that 50% / 90%
     # intervals cover 50% / 90% of held-out labels (critic.VarianceRecalibration): "val", the validation users'
     # observed labels; "heldout", 20% of the training users' observed labels, kept from the critic's training
+    critic_observed_var: str = "zero"  # an observed label's variance: "zero" (taken as certain) or "estimate", its
+    # user's feedback noise estimated from the critic's residuals (critic.feedback_noise_variance; docs/uncertainty.md)
+    critic_cold_views: bool = False  # also train the critic on each non-history label as a cold user would show it
+    # (the profile of 1-2 of the user's history items, no user embedding), so cold users' variances are learned
     # ---- SFT warm start ------------------------------------------------------------------------
     sft_steps: int = 1500  # teacher-forced steps on rankings by the filled labels (0 = skip). Chosen from the
     # validation NDCG@5 curves (val_ndcg@5 in metrics.jsonl; explore_new_topics learned by 750-1250 steps), docs/TUNING.md
@@ -304,7 +308,8 @@ _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": (
             "adv_baseline": ("pooled", "rank"), "gain": ("linear", "exp"), "dist_strategy": ("ddp", "fsdp"),
             "mixed_precision": ("no", "bf16"), "report_to": ("none", "tensorboard", "wandb"),
             "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
-            "critic_recalibrate": ("none", "val", "heldout"), "real_protocol": ("known", "implicit", "sparse")}
+            "critic_recalibrate": ("none", "val", "heldout"),
+            "critic_observed_var": ("zero", "estimate"), "real_protocol": ("known", "implicit", "sparse")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",
                  "dist_timeout")

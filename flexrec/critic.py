@@ -8,15 +8,19 @@ uses all the sparse feedback for every need, where a per-need model would split 
 variance is the spread of that label function under the critic's Gaussian (Monte Carlo,
 ``label_samples`` draws), so any registered need gets a variance without a hand-derived formula.
 
-Observed feedback is used as it is (variance 0); the critic fills the rest. It is trained with
-Gaussian NLL on observed labels only (the sparse observed subset and the feedback in the training
-users' histories), optionally as a deep ensemble whose spread adds epistemic variance.
+Observed feedback is used as it is; the critic fills the rest. An observed label's variance is 0 by
+default (``observed_var="zero"``) or, with ``observed_var="estimate"``, its user's feedback noise as the
+trainer can estimate it (``feedback_noise_variance``): the observed value is one noisy reading of the
+true label, and a variance of 0 hides its error from every variance-based weighting. The critic is
+trained with Gaussian NLL on observed labels only (the sparse observed subset and the feedback in the
+training users' histories), optionally as a deep ensemble whose spread adds epistemic variance.
 
 Two options make the variance say more about where the critic errs (docs/uncertainty.md measures them):
 ``evidence``, the user's and the item's feedback counts as inputs (``flexrec.data.world.evidence_counts``),
 so the critic can tell a cold user or item from a well-observed one; and a recalibration of the
 variance fitted on held-out feedback (``VarianceRecalibration``), so that its intervals cover what they
-claim.
+claim. A third, ``cold_views``, also trains on every non-history label as a user with one or two history
+items would show it, so that the critic can learn how little such a user's profile tells.
 """
 
 from __future__ import annotations
@@ -84,8 +88,11 @@ class _CriticNet(nn.Module):
             nn.Linear(2 * emb + n_features, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 2)
         )
 
-    def forward(self, users: Tensor, items: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.mlp(torch.cat([self.user(users), self.item(items), features], -1))
+    def forward(self, users: Tensor, items: Tensor, features: Tensor,
+                user_scale: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """``user_scale`` (N,): 0 hides a row's user embedding (a training row posing as a cold user), 1 keeps it."""
+        user = self.user(users) if user_scale is None else self.user(users) * user_scale[:, None]
+        out = self.mlp(torch.cat([user, self.item(items), features], -1))
         return torch.sigmoid(out[:, 0]), nn.functional.softplus(out[:, 1]) + 1e-4
 
 
@@ -96,19 +103,32 @@ class Critic:
     """
 
     def __init__(self, data: InteractionData, nets: list[_CriticNet], use_variance: bool = True,
-                 evidence: bool = False, recalibration: Optional["VarianceRecalibration"] = None):
+                 evidence: bool = False, recalibration: Optional["VarianceRecalibration"] = None,
+                 observed_var: str = "zero", noise_var: Optional[np.ndarray] = None):
+        if observed_var not in OBSERVED_VAR or (observed_var == "estimate" and noise_var is None):
+            raise ValueError(f"observed_var must be one of {', '.join(OBSERVED_VAR)} (estimate with noise_var), "
+                             f"got {observed_var!r}")
         self.data, self.nets, self.use_variance = data, nets, use_variance
         self.evidence, self.recalibration = evidence, recalibration
+        self.observed_var, self.noise_var = observed_var, noise_var  # noise_var: (n_users,) on the [0, 1] scale
         self._user_profile, self._item_features = _feature_tables(data)
         if evidence:  # log counts, standardised over users / items
             self._user_evidence, self._item_evidence = (_standardised(np.log1p(c)) for c in evidence_counts(data))
+            log_counts = np.log1p(evidence_counts(data)[0])
+            self._user_evidence_stats = (float(log_counts.mean()), float(log_counts.std()))
 
-    def _features(self, users: np.ndarray, items: np.ndarray) -> Tensor:
-        f = np.concatenate([self._item_features[items], self._user_profile[users]], 1)
-        topic_match = (self._item_features[items][:, : self.data.n_topics] * self._user_profile[users][:, : self.data.n_topics]).sum(1, keepdims=True)
+    def _features(self, users: np.ndarray, items: np.ndarray,
+                  cold: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Tensor:
+        """Shapes: users, items (N,) -> (N, F). ``cold``: (profiles (N, 2T+1), feedback counts (N,)) that replace
+        the users' own (`_cold_views`)."""
+        profile = self._user_profile[users] if cold is None else cold[0]
+        f = np.concatenate([self._item_features[items], profile], 1)
+        topic_match = (self._item_features[items][:, : self.data.n_topics] * profile[:, : self.data.n_topics]).sum(1, keepdims=True)
         parts = [f, topic_match]
         if self.evidence:
-            parts += [self._user_evidence[users][:, None], self._item_evidence[items][:, None]]
+            mean, std = self._user_evidence_stats  # a cold view's count, standardised as the users' own are
+            user_evidence = self._user_evidence[users] if cold is None else (np.log1p(cold[1]) - mean) / (std + 1e-6)
+            parts += [user_evidence[:, None].astype(np.float32), self._item_evidence[items][:, None]]
         return torch.from_numpy(np.concatenate(parts, 1).astype(np.float32))
 
     @torch.no_grad()
@@ -134,7 +154,8 @@ class Critic:
         var = var if self.use_variance else np.zeros_like(var)
         for n in range(N):
             obs, known = _observed(self.data, int(users[n]), items[n])
-            mu[n], var[n] = np.where(known, obs, mu[n]), np.where(known, 0.0, var[n])
+            noise = self.noise_var[int(users[n])] if self.observed_var == "estimate" and self.use_variance else 0.0
+            mu[n], var[n] = np.where(known, obs, mu[n]), np.where(known, noise, var[n])
         return mu.astype(np.float32), var.astype(np.float32)
 
     @classmethod
@@ -150,11 +171,18 @@ class Critic:
         evidence: bool = False,
         calibration_users: Optional[np.ndarray] = None,
         heldout: float = 0.0,
+        observed_var: str = "zero",
+        cold_views: bool = False,
     ) -> "Critic":
         """Gaussian-NLL training on the training users' known feedback only. ``evidence``: feedback counts as
         inputs. A `VarianceRecalibration` is fitted on ``calibration_users``' observed labels, or, with
         ``heldout`` > 0, on that share of the training users' observed labels, which the critic then does not
-        train on: labels of the same users and the same kind of pair as the pools it fills."""
+        train on: labels of the same users and the same kind of pair as the pools it fills. ``observed_var``:
+        "zero" or "estimate" (see `feedback_noise_variance`); ``cold_views``: also train on every non-history
+        label posed as a cold user's (`_cold_views`), so that the critic learns how little one or two history
+        items tell."""
+        if observed_var not in OBSERVED_VAR:
+            raise ValueError(f"observed_var must be one of {', '.join(OBSERVED_VAR)}, got {observed_var!r}")
         users, items, values = known_interest(data, train_users)
         if heldout > 0:
             h_users, h_items, h_values = observed_interest(data, train_users)
@@ -170,6 +198,13 @@ class Critic:
         shell = cls(data, [], use_variance, evidence)
         x = shell._features(users, items)
         u, i, y = torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(values)
+        n_own, scale = len(y), None
+        if cold_views:
+            pick = ~_in_history(data, users, items)
+            profiles, counts = _cold_views(data, users[pick], np.random.default_rng([seed, 17]))
+            x = torch.cat([x, shell._features(users[pick], items[pick], cold=(profiles, counts))])
+            u, i, y = (torch.cat([t, t[torch.from_numpy(pick)]]) for t in (u, i, y))
+            scale = torch.cat([torch.ones(n_own), torch.zeros(len(y) - n_own)])
         nets = []
         for member in range(ensemble):
             gen = torch.Generator().manual_seed(seed * 1000 + member)
@@ -180,7 +215,7 @@ class Critic:
             for _ in range(epochs):  # "epochs" of at most 4 batches: the cost stays flat in the data size
                 order = torch.randperm(len(y), generator=gen)[: 4 * 2048]
                 for batch in order.split(2048):
-                    mu, var = net(u[batch], i[batch], x[batch])
+                    mu, var = net(u[batch], i[batch], x[batch], None if scale is None else scale[batch])
                     loss = nn.functional.gaussian_nll_loss(mu, y[batch], var)
                     opt.zero_grad()
                     loss.backward()
@@ -191,7 +226,66 @@ class Critic:
         if calibration is not None:
             mu, var = shell.predict(*calibration[:2])
             shell.recalibration = VarianceRecalibration.fit(mu, var, calibration[2])
+        if observed_var == "estimate":
+            with torch.no_grad():
+                mu = torch.stack([net(u[:n_own], i[:n_own], x[:n_own])[0] for net in nets]).mean(0).numpy()
+            shell.noise_var = feedback_noise_variance(users, values - mu, data.n_users)
+        shell.observed_var = observed_var
         return shell
+
+
+# How an observed label's variance is set (--observed-var): "zero", the label as certain; "estimate", its user's
+# feedback noise variance as `feedback_noise_variance` estimates it from the feedback a trainer may use.
+OBSERVED_VAR = ("zero", "estimate")
+# Pseudo-observations that pull a user's noise estimate toward the global one (a user with n feedback values gets
+# n / (n + NOISE_PRIOR_COUNT) of their own mean squared residual)
+NOISE_PRIOR_COUNT = 5.0
+
+
+def feedback_noise_variance(users: np.ndarray, residuals: np.ndarray, n_users: int,
+                            prior_count: float = NOISE_PRIOR_COUNT) -> np.ndarray:
+    """Each user's feedback noise variance: the mean squared residual of their feedback against the critic's mean,
+    shrunk toward the mean over all feedback by ``prior_count`` pseudo-observations (users without feedback get
+    the global value). The residual holds the critic's misfit too, which with one reading per pair cannot be told
+    apart from noise, so this errs on the wide side. Shapes: users, residuals (N,) -> (n_users,)."""
+    sq = np.asarray(residuals, np.float64) ** 2
+    pooled = float(sq.mean()) if len(sq) else 0.0
+    count = np.bincount(users, minlength=n_users)
+    total = np.bincount(users, weights=sq, minlength=n_users)
+    return ((total + prior_count * pooled) / (count + prior_count)).astype(np.float32)
+
+
+def _in_history(data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Which (user, item) pairs are history interactions. Shapes: (N,), (N,) -> (N,) bool."""
+    owners = np.repeat(np.arange(data.n_users), np.diff(data.history_ptr))
+    return np.isin(np.asarray(users, np.int64) * data.n_items + items, owners * data.n_items + data.history_items)
+
+
+def _cold_views(data: InteractionData, users: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """For each row's user, the profile (`_feature_tables`) of a random one or two of their history items, as a cold
+    user's would be, and that number of items. Shapes: users (N,) -> profiles (N, 2T+1), counts (N,)."""
+    profiles = np.zeros((len(users), 2 * data.n_topics + 1), np.float32)
+    counts = np.zeros(len(users), np.int64)
+    for n, user in enumerate(users):
+        items, fb, _ = data.history(int(user))
+        keep = rng.permutation(len(items))[: rng.integers(1, 3)]
+        if len(keep):
+            profiles[n] = _profile(data.item_topics[items[keep]], data.normalized_interest(fb[keep]))
+        counts[n] = len(keep)
+    return profiles, counts
+
+
+def _profile(topics: np.ndarray, fb: np.ndarray) -> np.ndarray:
+    """A user's [topic shares, mean feedback per topic, mean feedback] from their history items' topics and
+    normalised feedback. Shapes: topics (h, T), fb (h,) with h >= 1 -> (2T+1,)."""
+    T = topics.shape[1]
+    topics = topics.astype(np.float32)
+    count = topics.sum(0)
+    row = np.zeros(2 * T + 1, np.float32)
+    row[:T] = count / max(len(fb), 1)
+    row[T : 2 * T] = (topics * fb[:, None]).sum(0) / np.maximum(count, 1.0)
+    row[2 * T] = fb.mean()
+    return row
 
 
 def observed_interest(data: InteractionData, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -273,14 +367,8 @@ def _feature_tables(data: InteractionData) -> tuple[np.ndarray, np.ndarray]:
     profile = np.zeros((data.n_users, 2 * T + 1), np.float32)
     for u in range(data.n_users):
         items, fb, _ = data.history(u)
-        if len(items) == 0:
-            continue
-        topics = data.item_topics[items].astype(np.float32)  # (h, T)
-        fb = data.normalized_interest(fb)
-        count = topics.sum(0)
-        profile[u, :T] = count / max(len(items), 1)
-        profile[u, T : 2 * T] = (topics * fb[:, None]).sum(0) / np.maximum(count, 1.0)
-        profile[u, 2 * T] = fb.mean()
+        if len(items):
+            profile[u] = _profile(data.item_topics[items], data.normalized_interest(fb))
     pop = np.log1p(data.item_popularity.astype(np.float32))
     pop = (pop - pop.mean()) / (pop.std() + 1e-6)
     item = np.concatenate([data.item_topics.astype(np.float32), pop[:, None]], 1)
@@ -453,15 +541,17 @@ HELDOUT_SHARE = 0.2
 
 def build_imputer(kind: str, data: InteractionData, train_users: np.ndarray, ensemble: int = 3, epochs: int = 50,
                   hidden: int = 64, knn: int = 20, seed: int = 0, evidence: bool = False, recalibrate: str = "none",
-                  val_users: Optional[np.ndarray] = None) -> Imputer:
-    """critic | critic-mean | user-knn | item-knn | observed. ``evidence``: see `Critic.fit`; ``recalibrate``:
-    "none", "val" (on ``val_users``' observed labels) or "heldout" (on HELDOUT_SHARE of the training users')."""
+                  val_users: Optional[np.ndarray] = None, observed_var: str = "zero", cold_views: bool = False) -> Imputer:
+    """critic | critic-mean | user-knn | item-knn | observed. ``evidence``, ``observed_var``, ``cold_views``: see
+    `Critic.fit`; ``recalibrate``: "none", "val" (on ``val_users``' observed labels) or "heldout" (on
+    HELDOUT_SHARE of the training users')."""
     if recalibrate not in ("none", "val", "heldout") or (recalibrate == "val" and val_users is None):
         raise ValueError(f"recalibrate must be none, val (with val_users) or heldout, got {recalibrate!r}")
     if kind in ("critic", "critic-mean"):
         return Critic.fit(data, train_users, ensemble, epochs, hidden, seed, use_variance=kind == "critic",
                           evidence=evidence, calibration_users=val_users if recalibrate == "val" else None,
-                          heldout=HELDOUT_SHARE if recalibrate == "heldout" else 0.0)
+                          heldout=HELDOUT_SHARE if recalibrate == "heldout" else 0.0, observed_var=observed_var,
+                          cold_views=cold_views)
     if kind in ("user-knn", "item-knn"):
         return KNNImputer(data, train_users, kind.split("-")[0], knn)
     if kind == "observed":

@@ -70,7 +70,8 @@ def fork_run(sft_run: Path, cfg) -> Path:
     base = read_run_config(sft_run)
     for key in ("data", "need", "model", "imputer", "sft_steps", "seed", "num_candidates", "world_users",
                 "world_items", "world_topics", "world_evidence", "observe_fraction", "tiny_hidden", "tiny_layers", "gain",
-                "critic_evidence", "critic_recalibrate"):
+                "critic_evidence", "critic_recalibrate", "critic_observed_var",
+                "critic_cold_views"):
         if key in base and base[key] != getattr(cfg, key):
             raise ValueError(f"fork_run: {key} differs from the SFT run ({base[key]!r} vs {getattr(cfg, key)!r})")
     if out.exists():

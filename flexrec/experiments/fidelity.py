@@ -48,9 +48,29 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-12))
 
 
-def refit_fill(ranker, examples: list, evidence: bool, recalibrate: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The run's critic refitted with ``evidence`` / ``recalibrate`` and the filled labels of ``examples`` (as the
-    trainer fills them), and its coverage on the validation users' observed labels. Shapes: -> (N, K), (N, K), dict.
+def _coverage(var: torch.Tensor, error: torch.Tensor) -> tuple[float, float]:
+    z = error.abs() / var.clamp(min=1e-12).sqrt()
+    return float((z <= 0.6745).float().mean()), float((z <= 1.6449).float().mean())
+
+
+def rank_correlation_ceiling(var: torch.Tensor, seed: int = 0) -> float:
+    """The rank correlation of ``var`` to squared errors that are exactly Gaussian with those variances, one draw
+    each: what the best-calibrated variances of this spread could reach against single errors. Shapes: (N,) -> float."""
+    z = torch.randn(var.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return _rank_correlation(var, z**2 * var.to(torch.float64))
+
+
+def _known_labels(data, examples: list) -> torch.Tensor:
+    """Where a pool's interest is observed (its label is the user's feedback). Shapes: -> (N, K) bool."""
+    return torch.from_numpy(np.stack([data.observed.lookup(int(ex.user), np.asarray(ex.items, np.int64))[1]
+                                      for ex in examples]))
+
+
+def refit_fill(ranker, examples: list, evidence: bool, recalibrate: str, observed_var: str = "zero",
+               cold_views: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The run's critic refitted with ``evidence`` / ``recalibrate`` / ``observed_var`` / ``cold_views`` (`Critic.fit`) and
+    the filled labels of ``examples`` (as the trainer fills them), and its coverage on the validation users'
+    observed labels. Shapes: -> (N, K), (N, K), dict.
     """
     from flexrec.critic import VarianceRecalibration, build_imputer, coverage, fill_pools, observed_interest
     from flexrec.data.pools import split_users
@@ -62,7 +82,7 @@ def refit_fill(ranker, examples: list, evidence: bool, recalibrate: str) -> tupl
     with torch.enable_grad():  # advantage_fidelity runs under no_grad; the critic trains
         critic = build_imputer("critic", ranker.data, splits["train"], cfg.critic_ensemble, cfg.critic_epochs,
                                cfg.critic_hidden, cfg.knn_neighbours, cfg.seed, evidence, recalibrate,
-                               splits["val"])
+                               splits["val"], observed_var, cold_views)
     gains, var = fill_pools(ranker.data, critic, examples, seed=cfg.seed)
     recalibration = critic.recalibration
     if recalibrate == "val":
@@ -133,13 +153,23 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
     extra = {}
     if critic is not None:  # another critic's fill of the same pools
         gains_all, var_all, extra = refit_fill(ranker, train_ex, bool(critic.get("evidence")),
-                                               critic.get("recalibrate", "none"))
+                                               critic.get("recalibrate", "none"), critic.get("observed", "zero"),
+                                               bool(critic.get("cold")))
     filled_g, filled_v, true_g = (rl.in_rank_order(x, perm) for x in (gains_all[pick], var_all[pick], true))
-    unknown = var_all[pick] > 0  # the labels the critic filled (observed ones have variance 0)
-    z = (true - gains_all[pick]).abs()[unknown] / var_all[pick][unknown].sqrt()
-    extra.update(pool_coverage_50=float((z <= 0.6745).float().mean()), pool_coverage_90=float((z <= 1.6449).float().mean()),
-                 label_variance_error_rank_corr=_rank_correlation(var_all[pick][unknown],
-                                                                  (true - gains_all[pick])[unknown] ** 2))
+    # The labels the critic filled, and the observed ones; only the critic's labels (or, with the observed labels'
+    # variance estimated, the observed ones too) have a variance: those are the labels the variance can rank.
+    # (The Monte-Carlo variance of a label whose draws are all equal is rounding, ~1e-14: not a variance.)
+    known = _known_labels(ranker.data, [train_ex[i] for i in pick])
+    error, var = true - gains_all[pick], var_all[pick]
+    unknown, known_var = ~known & (var > 1e-10), known & (var > 1e-10)
+    extra.update(zip(("pool_coverage_50", "pool_coverage_90"), _coverage(var[unknown], error[unknown])))
+    if known_var.any():
+        extra.update(zip(("observed_coverage_50", "observed_coverage_90"), _coverage(var[known_var], error[known_var])))
+    extra.update(label_variance_error_rank_corr=_rank_correlation(var[unknown], error[unknown] ** 2),
+                 label_rank_corr_ceiling=rank_correlation_ceiling(var[unknown], seed),
+                 label_rank_corr_ceiling_actual=rank_correlation_ceiling(error[unknown] ** 2, seed),
+                 all_label_variance_error_rank_corr=_rank_correlation(var[unknown | known], error[unknown | known] ** 2),
+                 observed_labels=int(known.sum()), filled_labels=int(unknown.sum()))
     mode = REWARD_MODES["flexrec"][0]  # the trainer's item reward (the causal swap)
     per_rank = cfg.adv_baseline == "rank"
     reward = swap_reward(filled_g, cfg.ndcg_cutoff, mode).view(P, G, K)
@@ -169,6 +199,8 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
             oracle[f"rollout eps {e:g}"] = _cosine(w_best * adv[scored], adv_true[scored])
         extra["rollout_variance_error_rank_corr"] = _rank_correlation(rollout_var.flatten(), ndcg_error.flatten())
     errors = (adv - adv_true) ** 2
+    extra.update(reward_rank_corr_ceiling=rank_correlation_ceiling(reward_var[scored], seed),
+                 reward_rank_corr_ceiling_actual=rank_correlation_ceiling(actual_var[scored], seed))
     return {"cosine": cosine, "cosine_actual_error": oracle, "effective_share": share,
             "variance_error_rank_corr": _rank_correlation(reward_var[scored], errors[scored]),
             "reward_variance_error_rank_corr": _rank_correlation(reward_var[scored], actual_var[scored]),
@@ -211,12 +243,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--prompts", type=int, default=512, help="training prompts to sample rankings for")
     p.add_argument("--rollout", action="store_true", help="also the paper's rollout-level weights (--unc-form rollout)")
     p.add_argument("--critic", default="", help="refit the run's critic with these options, comma-separated: "
-                                                "evidence, recalibrate=val|heldout, or 'base' (the run's own, refitted)")
+                                                "evidence, recalibrate=val|heldout, observed=zero|estimate, "
+                                                "cold (cold views), or "
+                                                "'base' (the run's own, refitted)")
     args = p.parse_args(argv)
     options = {k: v or True for k, v in (o.partition("=")[::2] for o in filter(None, args.critic.split(",")))}
-    unknown = set(options) - {"evidence", "recalibrate", "base"}
-    if unknown or options.get("recalibrate", "val") not in ("val", "heldout"):
-        p.error(f"--critic {args.critic}: expected evidence, recalibrate=val|heldout or base")
+    unknown = set(options) - {"evidence", "recalibrate", "base", "observed", "cold"}
+    if (unknown or options.get("recalibrate", "val") not in ("val", "heldout")
+            or options.get("observed", "zero") not in ("zero", "estimate")):
+        p.error(f"--critic {args.critic}: expected evidence, recalibrate=val|heldout, observed=zero|estimate, cold or base")
     print(json.dumps(advantage_fidelity(args.run, args.eps, prompts=args.prompts,
                                         forms=("item", "rollout") if args.rollout else ("item",),
                                         critic=options or None), indent=2))

@@ -184,7 +184,8 @@ def fill_labels(cfg: TrainConfig, data, splits: dict, train_ex: list) -> tuple[t
         print(f"critic: fitting the {cfg.imputer} imputer on the observed feedback ...", flush=True)
         imputer = build_imputer(cfg.imputer, data, splits["train"], cfg.critic_ensemble, cfg.critic_epochs,
                                 cfg.critic_hidden, cfg.knn_neighbours, cfg.seed, cfg.critic_evidence,
-                                cfg.critic_recalibrate, splits["val"])
+                                cfg.critic_recalibrate, splits["val"], cfg.critic_observed_var,
+                                cfg.critic_cold_views)
         if cfg.imputer.startswith("critic"):
             line = calibrate(imputer, data, splits["val"]).line()
             print(line, flush=True)

@@ -133,6 +133,9 @@ def test_fidelity_compares_forms_and_refitted_critics(tmp_path, small_config):
     assert refit["pool_coverage_50"] == pytest.approx(plain["pool_coverage_50"])
     new = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, critic={"evidence": True, "recalibrate": "val"})
     assert 0 <= new["val_coverage_50"] <= new["val_coverage_90"] <= 1
+    est = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, critic={"observed": "estimate", "cold": True})
+    assert 0 <= est["observed_coverage_50"] <= est["observed_coverage_90"] <= 1 and est["observed_labels"] > 0
+    assert -1 <= est["all_label_variance_error_rank_corr"] <= 1 and -1 <= est["label_rank_corr_ceiling"] <= 1
 
 
 def test_heldout_recalibration_keeps_its_labels_from_the_critic(world):
@@ -148,3 +151,88 @@ def test_heldout_recalibration_keeps_its_labels_from_the_critic(world):
     with pytest.raises(ValueError, match="recalibrate must be"):
         build_imputer("critic", world, splits["train"], recalibrate="val", **kw)  # which validation users?
     assert 0 < HELDOUT_SHARE < 1 and len(known_interest(world, splits["train"])[0]) > 0
+
+
+def test_feedback_noise_variance_by_hand():
+    from flexrec.critic import feedback_noise_variance
+
+    # Residuals 0.1, 0.3 (user 0), 0.2 (user 1), none for user 2; squares 0.01, 0.09, 0.04, pooled mean 0.14 / 3.
+    # With 5 pseudo-observations of the pooled value: user 0 (0.10 + 5 * 0.046667) / 7 = 0.047619,
+    # user 1 (0.04 + 0.233333) / 6 = 0.045556, user 2 (no feedback) the pooled 0.046667.
+    est = feedback_noise_variance(np.array([0, 0, 1]), np.array([0.1, 0.3, 0.2]), n_users=3, prior_count=5.0)
+    np.testing.assert_allclose(est, [0.047619, 0.045556, 0.046667], rtol=1e-4)
+
+
+def test_feedback_noise_variance_tells_noisy_users_from_clean_ones():
+    from flexrec.critic import feedback_noise_variance
+
+    # 40 users with 30 readings each, the first 10 with noise sd 0.25, the rest 0.075 (the sparse world's noise
+    # on the [0, 1] scale): each user's estimate is near their own variance, pulled a little toward the pooled one.
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(40), 30)
+    sd = np.where(users < 10, 0.25, 0.075)
+    est = feedback_noise_variance(users, rng.normal(0.0, sd), n_users=40)
+    assert est[:10].min() > est[10:].max()
+    np.testing.assert_allclose(est[:10].mean(), 0.25**2, rtol=0.2)
+    assert est[10:].mean() < 3 * 0.075**2
+
+
+def test_observed_labels_get_their_users_noise_variance(world):
+    from flexrec.critic import OBSERVED_VAR, build_imputer, fill_pools
+    from flexrec.config import _CHOICES
+    from flexrec.data import build_examples
+    from flexrec.data.pools import split_users
+
+    assert _CHOICES["critic_observed_var"] == OBSERVED_VAR  # the CLI's choices are the critic's
+    splits = split_users(world, seed=0)
+    kw = dict(ensemble=1, epochs=3, hidden=8, seed=0)
+    zero = build_imputer("critic", world, splits["train"], **kw)
+    est = build_imputer("critic", world, splits["train"], observed_var="estimate", **kw)
+    user = next(int(u) for u in splits["train"] if len(world.observed.user_items(int(u))) >= 2)
+    items = np.concatenate([world.observed.user_items(user)[:2], world.eligible_items(user)[:6]])
+    (mu0, var0), (mu1, var1) = zero.interest(user, items), est.interest(user, items)
+    known = world.observed.lookup(user, items)[1]
+    np.testing.assert_array_equal(mu0, mu1)  # the same critic: only the observed labels' variance differs
+    assert np.all(var0[known] == 0) and np.allclose(var1[known], est.noise_var[user]) and est.noise_var[user] > 0
+    np.testing.assert_array_equal(var0[~known], var1[~known])
+    # through the need labels: an observed maximize_interest label now has a Monte-Carlo spread
+    ex = build_examples(world, ["maximize_interest"], "train", K=8, seed=0, max_users=20)
+    obs_mask = np.stack([world.observed.lookup(int(e.user), e.items)[1] for e in ex])
+    assert obs_mask.any()
+    # (all-equal Monte-Carlo draws leave a rounding variance of ~1e-14)
+    assert np.all(fill_pools(world, zero, ex)[1][obs_mask] < 1e-10)
+    assert np.all(fill_pools(world, est, ex)[1][obs_mask] > 1e-4)
+    with pytest.raises(ValueError, match="observed_var must be"):
+        build_imputer("critic", world, splits["train"], observed_var="guess", **kw)
+
+
+def test_rank_correlation_ceiling():
+    from flexrec.experiments.fidelity import rank_correlation_ceiling
+
+    # One variance for all: the squared errors' order is pure chance, ceiling ~0. Variances over six decades:
+    # the variance dominates the single error's size, the ceiling is high; over a factor of 2, low.
+    assert abs(rank_correlation_ceiling(torch.full((20000,), 0.01))) < 0.03
+    wide = torch.exp(torch.empty(20000).uniform_(math.log(1e-6), 1.0, generator=torch.Generator().manual_seed(0)))
+    narrow = torch.empty(20000).uniform_(0.01, 0.02, generator=torch.Generator().manual_seed(0))
+    assert rank_correlation_ceiling(wide) > 0.8 and rank_correlation_ceiling(narrow) < 0.2
+
+
+def test_cold_views_pose_as_users_with_one_or_two_history_items(world):
+    from flexrec.critic import Critic, _cold_views
+
+    T = world.n_topics
+    users = np.array([u for u in range(world.n_users) if len(world.history(u)[0]) >= 3][:50])
+    profiles, counts = _cold_views(world, users, np.random.default_rng(0))
+    assert set(counts.tolist()) == {1, 2}
+    topic_counts = profiles[:, :T] * counts[:, None]  # history items per topic, whole numbers summing to the count
+    np.testing.assert_allclose(topic_counts, np.round(topic_counts), atol=1e-5)
+    np.testing.assert_allclose(topic_counts.sum(1), counts, atol=1e-5)
+    for user, row, n in zip(users, profiles, counts):  # the mean feedback is that of one or two of the user's items
+        fb = world.normalized_interest(world.history(int(user))[1])
+        means = fb if n == 1 else (fb[:, None] + fb[None, :])[np.triu_indices(len(fb), 1)] / 2
+        assert np.min(np.abs(means - row[2 * T])) < 1e-5
+    plain = Critic.fit(world, np.arange(world.n_users), ensemble=1, epochs=2, hidden=8, evidence=True)
+    cold = Critic.fit(world, np.arange(world.n_users), ensemble=1, epochs=2, hidden=8, evidence=True, cold_views=True)
+    items = world.eligible_items(int(users[0]))[:5]
+    (mu0, _), (mu1, var1) = plain.interest(int(users[0]), items), cold.interest(int(users[0]), items)
+    assert not np.allclose(mu0, mu1) and np.all(var1 > 0)  # trained on more rows, it is another critic
