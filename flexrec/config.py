@@ -81,6 +81,7 @@ class TrainConfig:
     critic_recalibrate: str = "none"  # rescale the critic's variances, per variance bucket, so that 50% / 90%
     # intervals cover 50% / 90% of held-out labels (critic.VarianceRecalibration): "val", the validation users'
     # observed labels; "heldout", 20% of the training users' observed labels, kept from the critic's training
+    # ("heldout-groups": the same, one recalibration each for cold users, topics new to the user, and the rest)
     critic_observed_var: str = "zero"  # an observed label's variance: "zero" (taken as certain) or "estimate", its
     # user's feedback noise estimated from the critic's residuals (critic.feedback_noise_variance; docs/uncertainty.md)
     critic_cold_views: bool = False  # also train the critic on each non-history label as a cold user would show it
@@ -308,7 +309,7 @@ _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": (
             "adv_baseline": ("pooled", "rank"), "gain": ("linear", "exp"), "dist_strategy": ("ddp", "fsdp"),
             "mixed_precision": ("no", "bf16"), "report_to": ("none", "tensorboard", "wandb"),
             "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
-            "critic_recalibrate": ("none", "val", "heldout"),
+            "critic_recalibrate": ("none", "val", "heldout", "heldout-groups"),
             "critic_observed_var": ("zero", "estimate"), "real_protocol": ("known", "implicit", "sparse")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",

@@ -112,6 +112,7 @@ class Critic:
         self.evidence, self.recalibration = evidence, recalibration
         self.observed_var, self.noise_var = observed_var, noise_var  # noise_var: (n_users,) on the [0, 1] scale
         self._user_profile, self._item_features = _feature_tables(data)
+        self._user_feedback = evidence_counts(data)[0]  # history + observed, per user (`pair_groups`)
         if evidence:  # log counts, standardised over users / items
             self._user_evidence, self._item_evidence = (_standardised(np.log1p(c)) for c in evidence_counts(data))
             log_counts = np.log1p(evidence_counts(data)[0])
@@ -134,14 +135,33 @@ class Critic:
     @torch.no_grad()
     def predict(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and total variance (aleatoric + ensemble spread). Shapes: (N,), (N,) -> (N,), (N,)."""
-        u, i = torch.as_tensor(users, dtype=torch.long), torch.as_tensor(items, dtype=torch.long)
-        x = self._features(np.asarray(users), np.asarray(items))
-        mus, variances = zip(*(net(u, i, x) for net in self.nets))
-        mu, var = torch.stack(mus), torch.stack(variances)
-        total = (var.mean(0) + mu.var(0, unbiased=False)).numpy()
-        if self.recalibration is not None:
+        mu, total = self._predict_raw(users, items)
+        if isinstance(self.recalibration, GroupRecalibration):
+            total = self.recalibration.apply(total, self.pair_groups(np.asarray(users), np.asarray(items)))
+        elif self.recalibration is not None:
             total = self.recalibration.apply(total)
-        return mu.mean(0).numpy(), total
+        return mu, total
+
+    @torch.no_grad()
+    def _predict_raw(self, users: np.ndarray, items: np.ndarray,
+                     cold: Optional[tuple[np.ndarray, np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray]:
+        """`predict` before any recalibration; ``cold``: rows posed as cold users (`_features`, no user embedding)."""
+        u, i = torch.as_tensor(users, dtype=torch.long), torch.as_tensor(items, dtype=torch.long)
+        x = self._features(np.asarray(users), np.asarray(items), cold)
+        scale = None if cold is None else torch.zeros(len(u))
+        mus, variances = zip(*(net(u, i, x, scale) for net in self.nets))
+        mu, var = torch.stack(mus), torch.stack(variances)
+        return mu.mean(0).numpy(), (var.mean(0) + mu.var(0, unbiased=False)).numpy()
+
+    def pair_groups(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """`GroupRecalibration`'s group of each pair: COLD_USER (at most COLD_FEEDBACK feedback values), NEW_TOPIC
+        (no topic of the item in the user's history), SEEN_TOPIC. Shapes: (N,), (N,) -> (N,) int."""
+        groups = np.full(len(users), SEEN_TOPIC, np.int64)
+        for user in np.unique(users):
+            rows = np.flatnonzero(users == user)
+            groups[rows[self.data.novel_items(int(user), items[rows])]] = NEW_TOPIC
+        groups[self._user_feedback[users] <= COLD_FEEDBACK] = COLD_USER
+        return groups
 
     def interest(self, user: int, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu, var = self.interest_batch(np.array([user]), np.asarray(items, np.int64)[None])
@@ -171,13 +191,16 @@ class Critic:
         evidence: bool = False,
         calibration_users: Optional[np.ndarray] = None,
         heldout: float = 0.0,
+        by_group: bool = False,
         observed_var: str = "zero",
         cold_views: bool = False,
     ) -> "Critic":
         """Gaussian-NLL training on the training users' known feedback only. ``evidence``: feedback counts as
         inputs. A `VarianceRecalibration` is fitted on ``calibration_users``' observed labels, or, with
         ``heldout`` > 0, on that share of the training users' observed labels, which the critic then does not
-        train on: labels of the same users and the same kind of pair as the pools it fills. ``observed_var``:
+        train on: labels of the same users and the same kind of pair as the pools it fills; ``by_group`` (with
+        ``heldout``): one recalibration per `pair_groups` group, the cold users' from the held-out labels posed
+        as cold users' (`_cold_views`), since no held-out label of a cold user exists. ``observed_var``:
         "zero" or "estimate" (see `feedback_noise_variance`); ``cold_views``: also train on every non-history
         label posed as a cold user's (`_cold_views`), so that the critic learns how little one or two history
         items tell."""
@@ -223,7 +246,15 @@ class Critic:
             net.eval()
             nets.append(net)
         shell.nets = nets
-        if calibration is not None:
+        if calibration is not None and by_group:
+            c_users, c_items, c_values = calibration
+            mu, var = shell._predict_raw(c_users, c_items)
+            groups = shell.pair_groups(c_users, c_items)
+            mu_cold, var_cold = shell._predict_raw(c_users, c_items, _cold_views(data, c_users, np.random.default_rng([seed, 19])))
+            fits = {g: VarianceRecalibration.fit(mu[groups == g], var[groups == g], c_values[groups == g])
+                    for g in (NEW_TOPIC, SEEN_TOPIC)}
+            shell.recalibration = GroupRecalibration({COLD_USER: VarianceRecalibration.fit(mu_cold, var_cold, c_values), **fits})
+        elif calibration is not None:
             mu, var = shell.predict(*calibration[:2])
             shell.recalibration = VarianceRecalibration.fit(mu, var, calibration[2])
         if observed_var == "estimate":
@@ -348,6 +379,28 @@ class VarianceRecalibration:
         log_var = np.log(np.maximum(var, 1e-12))
         factor = np.exp(np.interp(log_var, self.centres, np.log(self.scales)))
         return (np.asarray(var) * factor).astype(np.asarray(var).dtype)
+
+
+# `Critic.pair_groups`: a user with at most COLD_FEEDBACK feedback values (history + observed) is cold.
+COLD_USER, NEW_TOPIC, SEEN_TOPIC = 0, 1, 2
+COLD_FEEDBACK = 2
+
+
+@dataclass
+class GroupRecalibration:
+    """One `VarianceRecalibration` per group of pairs (`Critic.pair_groups`): a recalibration by predicted-variance
+    bucket alone cannot reorder variances that are in the wrong order across groups (cold users' and new topics'
+    variances below those of well-known pairs although their errors are larger: docs/uncertainty.md).
+
+    Shapes: parts maps a group id to its recalibration; ``apply`` takes var (N,) and groups (N,)."""
+
+    parts: dict
+
+    def apply(self, var: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        out = np.asarray(var).copy()
+        for g, part in self.parts.items():
+            out[groups == g] = part.apply(out[groups == g])
+        return out
 
 
 def coverage(mu: np.ndarray, var: np.ndarray, values: np.ndarray) -> tuple[float, float]:
@@ -537,6 +590,9 @@ def calibrate(critic: Critic, data: InteractionData, val_users: np.ndarray) -> C
 
 # The share of the training users' observed labels that --critic-recalibrate heldout keeps from the critic
 HELDOUT_SHARE = 0.2
+# --critic-recalibrate: none; val (the validation users' observed labels); heldout (HELDOUT_SHARE of the training
+# users'); heldout-groups (the same, one recalibration per `Critic.pair_groups` group)
+RECALIBRATE = ("none", "val", "heldout", "heldout-groups")
 
 
 def build_imputer(kind: str, data: InteractionData, train_users: np.ndarray, ensemble: int = 3, epochs: int = 50,
@@ -545,12 +601,13 @@ def build_imputer(kind: str, data: InteractionData, train_users: np.ndarray, ens
     """critic | critic-mean | user-knn | item-knn | observed. ``evidence``, ``observed_var``, ``cold_views``: see
     `Critic.fit`; ``recalibrate``: "none", "val" (on ``val_users``' observed labels) or "heldout" (on
     HELDOUT_SHARE of the training users')."""
-    if recalibrate not in ("none", "val", "heldout") or (recalibrate == "val" and val_users is None):
-        raise ValueError(f"recalibrate must be none, val (with val_users) or heldout, got {recalibrate!r}")
+    if recalibrate not in RECALIBRATE or (recalibrate == "val" and val_users is None):
+        raise ValueError(f"recalibrate must be none, val (with val_users), heldout or heldout-groups, got {recalibrate!r}")
     if kind in ("critic", "critic-mean"):
         return Critic.fit(data, train_users, ensemble, epochs, hidden, seed, use_variance=kind == "critic",
                           evidence=evidence, calibration_users=val_users if recalibrate == "val" else None,
-                          heldout=HELDOUT_SHARE if recalibrate == "heldout" else 0.0, observed_var=observed_var,
+                          heldout=HELDOUT_SHARE if recalibrate.startswith("heldout") else 0.0,
+                          by_group=recalibrate == "heldout-groups", observed_var=observed_var,
                           cold_views=cold_views)
     if kind in ("user-knn", "item-knn"):
         return KNNImputer(data, train_users, kind.split("-")[0], knn)

@@ -243,15 +243,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--prompts", type=int, default=512, help="training prompts to sample rankings for")
     p.add_argument("--rollout", action="store_true", help="also the paper's rollout-level weights (--unc-form rollout)")
     p.add_argument("--critic", default="", help="refit the run's critic with these options, comma-separated: "
-                                                "evidence, recalibrate=val|heldout, observed=zero|estimate, "
+                                                "evidence, recalibrate=val|heldout|heldout-groups, observed=zero|estimate, "
                                                 "cold (cold views), or "
                                                 "'base' (the run's own, refitted)")
     args = p.parse_args(argv)
     options = {k: v or True for k, v in (o.partition("=")[::2] for o in filter(None, args.critic.split(",")))}
     unknown = set(options) - {"evidence", "recalibrate", "base", "observed", "cold"}
-    if (unknown or options.get("recalibrate", "val") not in ("val", "heldout")
+    if (unknown or options.get("recalibrate", "val") not in ("val", "heldout", "heldout-groups")
             or options.get("observed", "zero") not in ("zero", "estimate")):
-        p.error(f"--critic {args.critic}: expected evidence, recalibrate=val|heldout, observed=zero|estimate, cold or base")
+        p.error(f"--critic {args.critic}: expected evidence, recalibrate=val|heldout|heldout-groups, observed=zero|estimate, cold or base")
     print(json.dumps(advantage_fidelity(args.run, args.eps, prompts=args.prompts,
                                         forms=("item", "rollout") if args.rollout else ("item",),
                                         critic=options or None), indent=2))

@@ -236,3 +236,35 @@ def test_cold_views_pose_as_users_with_one_or_two_history_items(world):
     items = world.eligible_items(int(users[0]))[:5]
     (mu0, _), (mu1, var1) = plain.interest(int(users[0]), items), cold.interest(int(users[0]), items)
     assert not np.allclose(mu0, mu1) and np.all(var1 > 0)  # trained on more rows, it is another critic
+
+
+def test_group_recalibration_fixes_each_group_and_the_critic_fits_one(world):
+    from flexrec.critic import COLD_USER, NEW_TOPIC, SEEN_TOPIC, GroupRecalibration, VarianceRecalibration, build_imputer, coverage
+    from flexrec.data.pools import split_users
+
+    # The same predicted variance in two groups whose errors are 4x and 1/4x it (the wrong order across groups): one
+    # recalibration per group brings each to nominal coverage; one for all cannot (the known answer: 4 and 1/4).
+    pred = np.full(20000, 0.01)
+    groups = np.repeat([NEW_TOPIC, SEEN_TOPIC], 10000)
+    true = np.where(groups == NEW_TOPIC, 0.04, 0.0025)
+    mu = np.zeros_like(pred)
+    fit = {g: VarianceRecalibration.fit(mu[groups == g], pred[groups == g], _draws(pred, true, 5)[groups == g])
+           for g in (NEW_TOPIC, SEEN_TOPIC)}
+    recal = GroupRecalibration(fit)
+    fresh = _draws(pred, true, 6)
+    for g in (NEW_TOPIC, SEEN_TOPIC):
+        c50, c90 = coverage(mu[groups == g], recal.apply(pred, groups)[groups == g], fresh[groups == g])
+        assert c50 == pytest.approx(0.5, abs=0.02) and c90 == pytest.approx(0.9, abs=0.02)
+    one = VarianceRecalibration.fit(mu, pred, _draws(pred, true, 5))
+    assert coverage(mu[groups == NEW_TOPIC], one.apply(pred)[groups == NEW_TOPIC], fresh[groups == NEW_TOPIC])[0] < 0.4
+    # the critic's own: three groups, every pair in one of them, positive variances
+    splits = split_users(world, seed=0)
+    critic = build_imputer("critic", world, splits["train"], ensemble=1, epochs=3, hidden=8, seed=0,
+                           recalibrate="heldout-groups")
+    assert set(critic.recalibration.parts) == {COLD_USER, NEW_TOPIC, SEEN_TOPIC}
+    users = np.repeat(splits["train"][:10], 5)
+    items = np.tile(np.arange(5), 10)
+    g = critic.pair_groups(users, items)
+    assert set(np.unique(g)) <= {COLD_USER, NEW_TOPIC, SEEN_TOPIC}
+    assert np.all(g[critic._user_feedback[users] <= 2] == COLD_USER)
+    assert np.all(critic.predict(users, items)[1] > 0)
