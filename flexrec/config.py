@@ -154,7 +154,9 @@ class TrainConfig:
 
 # The recipes of ``--size`` for a pretrained model (any --model but "tiny"): setting -> (value, why). Each fills
 # a setting only where the user gave none (flag or --config file); the resolved values are saved with the run.
-# The cpu numbers are measurements of SmolLM2-135M on ml-100k, K = 20, on a shared 2-core CPU (docs/smollm2.md).
+# The cpu numbers are measurements of SmolLM2-135M on ml-100k, K = 20, on the shared 2-core CPU under the load of
+# five other training processes (docs/smollm2.md; benchmarks/RESULTS.md): the whole run projects to 85 minutes
+# there, about 47 with a core to itself.
 RECIPES: dict[str, dict[str, tuple[Any, str]]] = {
     "cpu": {
         "lora_rank": (16, "LoRA adapters and the slot rows train; the 135M pretrained weights stay frozen"),
@@ -164,17 +166,18 @@ RECIPES: dict[str, dict[str, tuple[Any, str]]] = {
                                           "repeat each prompt for its G lists"),
         "history_max": (5, "the 5 most recent history items: 646 prompt tokens at K = 20 (6: 669, 20: 1000)"),
         "batch_size": (8, "SFT examples per optimiser step (8 micro-batches): fewer but longer steps"),
-        "sft_steps": (30, "SFT budget: 240 examples, about 36 CPU minutes"),
-        "sft_lr": (1e-3, "LoRA rate for 30 steps; not swept on validation users"),
+        "sft_steps": (16, "SFT budget: 128 examples; 128 s a step under load, about 34 minutes"),
+        "sft_lr": (1e-3, "LoRA rate for 16 steps; not swept on validation users"),
         "need_stagger": (0, "a pretrained model reads the need from its instruction: no curriculum"),
-        "rl_steps": (15, "RL budget: 60 prompts x 4 lists, about 16 CPU minutes"),
+        "rl_steps": (8, "RL budget: 32 prompts x 4 lists; 120 s a step under load, about 16 minutes"),
         "lr": (2e-4, "RL rate for LoRA; not swept on validation users"),
         "prompts_per_step": (4, "RL prompts per step, each with its G lists"),
         "group_size": (4, "G lists per prompt: they share one prompt pass, in the rollout and in the loss"),
-        "eval_users": (30, "the results table's users per need: 90 pools per evaluation, about 5 CPU minutes"),
-        "monitor_users": (10, "the validation curve's users per need during training: 30 pools"),
-        "eval_every": (15, "a validation point every 15 steps"),
-        "save_every": (5, "a checkpoint every 5 steps (a few minutes of work)"),
+        "eval_users": (20, "the results table's users per need: about 57 pools, 10 s a pool under load, three "
+                           "evaluations (before training, after SFT, after RL) about 29 minutes"),
+        "monitor_users": (5, "the validation curve's users per need during training: 15 pools"),
+        "eval_every": (8, "a validation point every 8 steps (3 in all, about 5 minutes)"),
+        "save_every": (4, "a checkpoint every 4 steps (8 minutes of work; about 1.4 GB each)"),
     },
     "full": {
         "lora_rank": (16, "LoRA adapters and the slot rows train (the same method as the cpu recipe)"),
