@@ -7,8 +7,8 @@ trainer's own code (``flexrec.train.steps``, ``RankingPolicy``) on MovieLens-100
 in one process, one thread (the trainer's default), the same examples for every row of a table:
 
 - prompt: mean prompt tokens by ``--history-max`` (the token budget that keeps the most recent items);
-- sft: one SFT optimiser step on ``SFT_BATCH`` examples: micro-batch 1 / 2 / whole, checkpointing on / off,
-  float32 / bfloat16, history 3 / 5 / 6;
+- sft: one SFT optimiser step on ``SFT_BATCH`` examples: the whole batch in one pass against micro-batch 1,
+  checkpointing, history 3 instead of the recipe's 5, bfloat16 instead of float32;
 - rl loss: the RL loss pass (log-probs of G lists per prompt + backward), the prompt encoded once and its KV
   cache repeated (no checkpointing) against checkpointing, which repeats the prompt G times;
 - eval: greedy constrained decoding of K slots (KV-cached, batched), seconds per pool.
@@ -71,7 +71,8 @@ def checkpointing(policy, on: bool):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python benchmarks/smollm2_levers.py")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=WARMUP_CALLS[0], help="untimed calls first (0 on a slow, loaded box)")
+    parser.add_argument("--warmup", type=int, default=WARMUP_CALLS[0],
+                        help="untimed calls first (0 on a slow, loaded box)")
     parser.add_argument("--out", default="benchmarks/out/smollm2_levers.json")
     parser.add_argument("--only", default="prompt,sft,rl,eval", help="tables to run, comma-separated")
     args = parser.parse_args(argv)
@@ -125,7 +126,7 @@ def main(argv=None) -> None:
                     f"{'ckpt' if ckpt else 'no ckpt'}, {str(dtype).split('.')[-1]}")
             row("sft", name, seconds, tokens, peak)
 
-        sft(0)
+        sft(0)  # the whole batch (SFT_BATCH) in one pass
         sft(1)
         sft(0, ckpt=True)
         sft(0, history=3)

@@ -398,8 +398,8 @@ _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": (
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",
                  "dist_timeout")
-_NON_NEGATIVE = ("rl_steps", "sft_steps", "lora_rank", "need_stagger", "eval_users", "monitor_users", "micro_batch", "sft_positions", "ndcg_cutoff",
-                 "critic_epochs", "threads")
+_NON_NEGATIVE = ("rl_steps", "sft_steps", "lora_rank", "need_stagger", "eval_users", "monitor_users", "micro_batch",
+                 "sft_positions", "ndcg_cutoff", "critic_epochs", "threads")
 
 
 def validate(cfg: TrainConfig, needs: dict) -> None:

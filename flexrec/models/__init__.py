@@ -15,7 +15,8 @@ from flexrec.data.slots import add_slot_tokens
 from flexrec.models.policy import RankingPolicy, Rollout, left_pad
 from flexrec.models.presets import PRESETS, build_smollm2, build_tiny, check_model_spec, load_pretrained
 
-__all__ = ["RankingPolicy", "Rollout", "left_pad", "PRESETS", "check_model_spec", "load_policy", "set_checkpointing", "train_rows_only"]
+__all__ = ["RankingPolicy", "Rollout", "left_pad", "PRESETS", "check_model_spec", "load_policy", "set_checkpointing",
+           "train_rows_only"]
 
 
 def attention_implementation() -> str:
