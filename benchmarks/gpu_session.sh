@@ -36,7 +36,7 @@ STEPS=(
   "cuda_tests 60 pytest tests/kernels/test_cuda.py (CUDA kernels and Triton compiled for the GPU)"
   "kernel_bench 150 FLEXREC_GPU_BENCH=goals pytest benchmarks/test_gpu_kernels.py (goal points)"
   "rollouts 110 pytest benchmarks/peers/test_rollouts.py -k smollm2-135m-P64-G1-K30 (batch 64)"
-  "train 100 python -m flexrec.train --model smollm2-135m: 3 SFT + 3 RL steps, 8 eval users"
+  "train 100 python -m flexrec.train --model smollm2-135m --size full: 3 SFT + 3 RL steps, 8 eval users"
   "table 10 python benchmarks/session_table.py: goals and ratios, rows for RESULTS.md"
 )
 
@@ -76,7 +76,7 @@ step_rollouts() {
 }
 
 step_train() {
-  cd "$RUN_DIR" && python -m flexrec.train --model smollm2-135m --data synthetic --num-candidates 30 \
+  cd "$RUN_DIR" && python -m flexrec.train --model smollm2-135m --size full --data synthetic --num-candidates 30 \
     --sft-steps 3 --rl-steps 3 --critic-epochs 5 --eval-users 8 --eval-every 1000 --save-every 1000 \
     --no-progress --device cuda --out "$RUN_DIR/train" 2>&1 | tail -15
   return "${PIPESTATUS[0]}"

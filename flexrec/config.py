@@ -65,10 +65,16 @@ class TrainConfig:
     # Its pools hold 20 films per user (K = 20, LLMRank's setting): pass --num-candidates 20 on ml-100k/ml-1m
     # ---- model -------------------------------------------------------------------------------
     model: str = "tiny"  # "tiny", "smollm2-135m" or a local Hugging Face causal-LM directory
+    size: str = "auto"  # the recipe of a pretrained model (not "tiny", whose recipe is these defaults): "cpu",
+    # sized for a 2-core CPU in 90 minutes and 8 GB; "full", for a GPU; "auto", cpu without CUDA. It fills only
+    # the settings not given by flag or --config (RECIPES below; docs/smollm2.md)
     tiny_hidden: int = 64  # tiny preset: hidden size
     tiny_layers: int = 2  # tiny preset: transformer layers (layer 0 local, see flexrec.models.presets)
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank instead of every weight
-    gradient_checkpointing: bool = False  # trade compute for activation memory (big models)
+    gradient_checkpointing: bool = False  # trade compute for activation memory (big models). The RL loss pass then
+    # repeats each prompt for its G lists (no KV cache under checkpointing); docs/smollm2.md measures the cost
+    micro_batch: int = 0  # examples (SFT) or prompts (RL loss) per forward/backward pass; their gradients are
+    # summed into one optimiser step, equal to the whole batch's (0 = the whole batch in one pass)
     cache_dir: str = ""  # where presets are converted/built ("" = $FLEXREC_CACHE or ~/.cache/flexrec)
     # ---- critic ------------------------------------------------------------------------------
     imputer: str = "critic"  # how unobserved labels are filled: critic | critic-mean | user-knn | item-knn | observed
@@ -138,7 +144,10 @@ class TrainConfig:
     overwrite: bool = False  # start afresh in a non-empty --out, deleting the run that is there
     resume: str = ""  # a run directory to continue exactly where it stopped
     eval_every: int = 250  # steps between validation evaluations (NDCG@5 curves)
-    eval_users: int = 0  # users per need in the val/test evaluations (0 = every user of the split)
+    eval_users: int = 0  # users per need in the val/test evaluations (0 = every user of the split): the results
+    # table's rows (before training, after SFT, after training) are all scored on these users
+    monitor_users: int = 0  # users per need of the validation curves every eval_every steps (the first of the
+    # eval_users; 0 = the same users)
     save_every: int = 50  # steps between checkpoints
     progress: bool = True  # tqdm progress bar
     report_to: str = "none"  # also log metrics to "tensorboard" or "wandb" (offline with WANDB_MODE=offline)
@@ -146,6 +155,85 @@ class TrainConfig:
     dist_strategy: str = "ddp"  # under torchrun: "ddp" (each rank holds the model) or "fsdp" (FSDP2 shards it)
     mixed_precision: str = "no"  # "bf16": FSDP's float32 master weights with bf16 compute; "no": the model's dtype
     dist_timeout: int = 1800  # seconds a collective may wait before the job fails (a hung or lost rank)
+
+
+# The recipes of ``--size`` for a pretrained model (any --model but "tiny"): setting -> (value, why). Each fills
+# a setting only where the user gave none (flag or --config file); the resolved values are saved with the run.
+# The cpu numbers are measurements of SmolLM2-135M on ml-100k, K = 20, on the shared 2-core CPU under the load of
+# five other training processes (docs/smollm2.md; benchmarks/RESULTS.md): the whole run projects to 85 minutes
+# there, about 47 with a core to itself.
+RECIPES: dict[str, dict[str, tuple[Any, str]]] = {
+    "cpu": {
+        "lora_rank": (16, "LoRA adapters and the slot rows train; the 135M pretrained weights stay frozen"),
+        "micro_batch": (1, "one 650-token sequence per forward/backward: +2.2 GB peak (2: +3.8 GB, 4: +6.9 GB), "
+                           "no slower per example"),
+        "gradient_checkpointing": (False, "no lower peak measured at micro-batch 2, and the RL loss pass would "
+                                          "repeat each prompt for its G lists"),
+        "history_max": (5, "the 5 most recent history items: 646 prompt tokens at K = 20 (6: 669, 20: 1000)"),
+        "batch_size": (8, "SFT examples per optimiser step (8 micro-batches): fewer but longer steps"),
+        "sft_steps": (16, "SFT budget: 128 examples; 128 s a step under load, about 34 minutes"),
+        "sft_lr": (1e-3, "LoRA rate for 16 steps; not swept on validation users"),
+        "need_stagger": (0, "a pretrained model reads the need from its instruction: no curriculum"),
+        "rl_steps": (8, "RL budget: 32 prompts x 4 lists; 120 s a step under load, about 16 minutes"),
+        "lr": (2e-4, "RL rate for LoRA; not swept on validation users"),
+        "prompts_per_step": (4, "RL prompts per step, each with its G lists"),
+        "group_size": (4, "G lists per prompt: they share one prompt pass, in the rollout and in the loss"),
+        "eval_users": (20, "the results table's users per need: about 57 pools, 10 s a pool under load, three "
+                           "evaluations (before training, after SFT, after RL) about 29 minutes"),
+        "monitor_users": (5, "the validation curve's users per need during training: 15 pools"),
+        "eval_every": (8, "a validation point every 8 steps (3 in all, about 5 minutes)"),
+        "save_every": (4, "a checkpoint every 4 steps (8 minutes of work; about 1.4 GB each)"),
+    },
+    "full": {
+        "lora_rank": (16, "LoRA adapters and the slot rows train (the same method as the cpu recipe)"),
+        "batch_size": (16, "SFT batch in one pass (bf16 on a GPU)"),
+        "sft_steps": (600, "SFT budget"),
+        "sft_lr": (1e-3, "LoRA rate; not swept on validation users"),
+        "need_stagger": (0, "a pretrained model reads the need from its instruction: no curriculum"),
+        "rl_steps": (300, "RL budget"),
+        "lr": (2e-4, "RL rate for LoRA; not swept on validation users"),
+        "prompts_per_step": (16, "RL prompts per step"),
+        "group_size": (8, "G lists per prompt"),
+        "monitor_users": (30, "the validation curve's users per need during training"),
+        "eval_every": (50, "a validation point every 50 steps"),
+    },
+}
+REAL_DATA_K = 20  # the candidates of a real-data pool (LLMRank's setting; see real_protocol)
+
+
+def resolve_size(size: str, device: str = "auto") -> str:
+    """"auto" -> "full" when the run will be on CUDA, else "cpu"; "cpu" and "full" as they are."""
+    if size != "auto":
+        return size
+    if device.startswith("cuda"):
+        return "full"
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    return "full" if torch.cuda.is_available() else "cpu"
+
+
+def recipe(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings ``cfg.size`` asks for with ``cfg.model`` (none for the tiny preset): {setting: value}."""
+    if cfg.model == "tiny":
+        return {}
+    out = {name: value for name, (value, _) in RECIPES[resolve_size(cfg.size, cfg.device)].items()}
+    if cfg.data in ("ml-100k", "ml-1m"):
+        out["num_candidates"] = REAL_DATA_K
+    return out
+
+
+def apply_size(cfg: TrainConfig, given: Optional[set[str]] = None) -> TrainConfig:
+    """``cfg`` with its size's recipe filled into every setting not in ``given`` (the settings the user set;
+    None: those that differ from the defaults), and ``size`` resolved to "cpu" or "full"."""
+    if cfg.size not in _CHOICES["size"]:
+        raise ConfigError([f"--size {cfg.size!r}: expected one of {', '.join(_CHOICES['size'])}"])
+    defaults = TrainConfig()
+    if given is None:
+        given = {f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}
+    fill = {name: value for name, value in recipe(cfg).items() if name not in given}
+    return dataclasses.replace(cfg, size=resolve_size(cfg.size, cfg.device), **fill)
 
 
 # Settings that only the RL stage reads (``unused_settings``): a run with rl_steps 0 is the same run
@@ -288,8 +376,9 @@ def load_file(path: str) -> dict[str, Any]:
 
 
 def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
-    """Defaults, then ``--config`` file, then flags, each checked by name and type (ConfigError);
-    ``validate`` then checks values against each other and the registered needs."""
+    """Defaults, then ``--config`` file, then flags, each checked by name and type (ConfigError), then the
+    ``--size`` recipe for what is still unset (``apply_size``); ``validate`` then checks values against each
+    other and the registered needs."""
     args = build_parser().parse_args(argv)
     values: dict[str, Any] = {}
     if args.config:
@@ -298,7 +387,7 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
         v = getattr(args, f.name)
         if v is not None:
             values[f.name] = v
-    return TrainConfig(**values)
+    return apply_size(TrainConfig(**values), given=set(values))
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -310,12 +399,13 @@ _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": (
             "mixed_precision": ("no", "bf16"), "report_to": ("none", "tensorboard", "wandb"),
             "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
             "critic_recalibrate": ("none", "val", "heldout", "heldout-groups"),
-            "critic_observed_var": ("zero", "estimate"), "real_protocol": ("known", "implicit", "sparse")}
+            "critic_observed_var": ("zero", "estimate"), "real_protocol": ("known", "implicit", "sparse"),
+            "size": ("auto", "cpu", "full")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",
                  "dist_timeout")
-_NON_NEGATIVE = ("rl_steps", "sft_steps", "lora_rank", "need_stagger", "eval_users", "sft_positions", "ndcg_cutoff",
-                 "critic_epochs", "threads")
+_NON_NEGATIVE = ("rl_steps", "sft_steps", "lora_rank", "need_stagger", "eval_users", "monitor_users", "micro_batch",
+                 "sft_positions", "ndcg_cutoff", "critic_epochs", "threads")
 
 
 def validate(cfg: TrainConfig, needs: dict) -> None:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -16,7 +15,8 @@ from flexrec.data.slots import add_slot_tokens
 from flexrec.models.policy import RankingPolicy, Rollout, left_pad
 from flexrec.models.presets import PRESETS, build_smollm2, build_tiny, check_model_spec, load_pretrained
 
-__all__ = ["RankingPolicy", "Rollout", "left_pad", "PRESETS", "check_model_spec", "load_policy", "set_checkpointing"]
+__all__ = ["RankingPolicy", "Rollout", "left_pad", "PRESETS", "check_model_spec", "load_policy", "set_checkpointing",
+           "train_rows_only"]
 
 
 def attention_implementation() -> str:
@@ -75,13 +75,25 @@ def load_policy(
             raise ValueError("--lora-rank > 0 needs peft: pip install peft") from err
         lora = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, target_modules="all-linear", lora_dropout=0.0)
         model = get_peft_model(model, lora)
-        # The slot tokens' output rows are new: they must train too.
-        out = model.get_base_model().get_output_embeddings().weight
-        out.requires_grad_(True)
-        if out is not model.get_base_model().get_input_embeddings().weight:
-            warnings.warn("untied output embedding: its slot rows train with LoRA as a full matrix")
+        # The slot tokens' rows are new: they train too, and only they (train_rows_only); the rest of the
+        # (tied) embedding stays the pretrained one.
+        base = model.get_base_model()
+        for embedding in dict.fromkeys([base.get_output_embeddings().weight, base.get_input_embeddings().weight]):
+            train_rows_only(embedding, slot_ids)
     policy = RankingPolicy(model, slot_ids, tok.pad_token_id).to(device)
     return policy, tok
+
+
+def train_rows_only(weight: torch.nn.Parameter, rows: list[int]) -> None:
+    """Makes ``weight`` trainable in ``rows`` only: a gradient hook zeroes every other row's gradient.
+
+    With AdamW at weight decay 0 (the trainer's optimisers) a row whose gradient is always zero never moves,
+    so the pretrained rows stay bit-identical. Shapes: weight (V, H); rows: indices into V.
+    """
+    keep = torch.zeros(weight.shape[0], 1, dtype=torch.bool)
+    keep[rows] = True
+    weight.requires_grad_(True)
+    weight.register_hook(lambda grad: torch.where(keep.to(grad.device), grad, 0.0))
 
 
 def set_checkpointing(model, enabled: bool) -> None:

@@ -39,6 +39,7 @@ from flexrec.train.rundir import (RunDir, check_new_run, check_report_to, code_v
 from flexrec.train.steps import need_weights, rl_optimizer, rl_step, sample_batch, sft_step
 
 RESULTS_SPLIT = "val"  # the users a run's results stages are scored on (recorded in config.json as results_split)
+MONITOR = "monitor"  # the pools of the validation curves every eval_every steps: --monitor-users of RESULTS_SPLIT's
 
 
 @dataclass
@@ -48,7 +49,8 @@ class Run:
     cfg: TrainConfig
     device: torch.device
     data: Any
-    examples: dict[str, list]  # split -> pools (train: the training needs; val: the evaluated needs; no test)
+    examples: dict[str, list]  # split -> pools (train: the training needs; val: the evaluated needs; no test),
+    # and MONITOR -> the validation curves' pools
     policy: Any  # RankingPolicy, or its DDP / FSDP wrapper
     tokenizer: Any
     collate: Callable
@@ -122,6 +124,9 @@ def setup(cfg: TrainConfig) -> Run:
                               max_users=(cfg.eval_users or None) if split != "train" else None)
         for split in ("train", RESULTS_SPLIT)  # never the test users (module docstring)
     }
+    # the validation curves' users: the first monitor_users of the evaluated ones (the pools are per user)
+    monitored = list(dict.fromkeys(ex.user for ex in examples[RESULTS_SPLIT]))[: cfg.monitor_users or None]
+    examples[MONITOR] = [ex for ex in examples[RESULTS_SPLIT] if ex.user in set(monitored)]
     train_ex = examples["train"]
     if not train_ex:
         raise ValueError(f"no training examples: no training user has {K} eligible items")
@@ -201,12 +206,33 @@ def fill_labels(cfg: TrainConfig, data, splits: dict, train_ex: list) -> tuple[t
     return gains, gain_var, lines
 
 
-def evaluate_split(run: Run, split: str, ranker=None) -> dict:
-    """Mean metrics per need on ``split`` (the policy's greedy rankings unless ``ranker``); under torchrun
-    each rank ranks its share of the batches."""
+def evaluate_split(run: Run, split: str, ranker=None, label: str = "") -> dict:
+    """Mean metrics per need on ``split`` (RESULTS_SPLIT or MONITOR; the policy's greedy rankings unless
+    ``ranker``); under torchrun each rank ranks its share of the batches. ``label``: a progress bar of pools."""
     ranker = ranker or PolicyRanker(run.policy, run.tokenizer, run.data, run.collate, run.device)
-    return distributed.evaluate_sharded(lambda exs: mean_metrics(ranker, exs, EVAL_BATCH), run.examples[split],
-                                        EVAL_BATCH)
+    if label and run.cfg.progress and distributed.is_main():
+        ranker = _CountingRanker(ranker, label, len(run.examples[split]))
+    try:
+        return distributed.evaluate_sharded(lambda exs: mean_metrics(ranker, exs, EVAL_BATCH), run.examples[split],
+                                            EVAL_BATCH)
+    finally:
+        if isinstance(ranker, _CountingRanker):
+            ranker.bar.close()
+
+
+class _CountingRanker:
+    """A ranker that advances a progress bar by the pools it ranks (the evaluations of a real LLM take minutes)."""
+
+    def __init__(self, ranker, label: str, total: int):
+        from tqdm.auto import tqdm
+
+        self.ranker = ranker
+        self.bar = tqdm(total=total, desc=label, unit="pool", leave=False, dynamic_ncols=True)
+
+    def rank(self, examples: list):
+        out = self.ranker.rank(examples)
+        self.bar.update(len(examples))
+        return out
 
 
 def save(run: Run, done: int, rng: dict) -> None:
@@ -226,12 +252,12 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
         for step in range(run.start, run.total):
             if step == 0:
                 _stage(bar, "evaluation (before training)")
-                run.results["untrained"] = evaluate_split(run, RESULTS_SPLIT)
+                run.results["untrained"] = evaluate_split(run, RESULTS_SPLIT, label="before training")
                 run.results["popularity"] = evaluate_split(run, RESULTS_SPLIT, ItemPopularityRanker(run.data))
             if step == cfg.sft_steps and cfg.rl_steps:  # the SFT model becomes the RL reference
                 if cfg.sft_steps:
                     _stage(bar, "evaluation (after SFT)")
-                    run.results["sft"] = evaluate_split(run, RESULTS_SPLIT)
+                    run.results["sft"] = evaluate_split(run, RESULTS_SPLIT, label="after SFT")
                 run.reference = data_parallel.frozen_copy(run.policy)
                 run.optimizer = rl_optimizer(run.policy, cfg)
             sft = step < cfg.sft_steps
@@ -251,7 +277,7 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
 
             if done % cfg.eval_every == 0 or done == run.total:
                 _stage(bar, "evaluation (validation users)")
-                for need, r in evaluate_split(run, "val").items():
+                for need, r in evaluate_split(run, MONITOR, label="validation curve").items():
                     logs[f"val_ndcg@5/{need}"] = r["ndcg@5"]
             run.rundir.log(done, logs)
             _stage(bar, "SFT" if sft else "RL")
@@ -280,9 +306,9 @@ def finish(run: Run) -> dict:
     if distributed.is_main():
         print("evaluation (validation users, after training) ...", flush=True)
     if cfg.rl_steps:
-        run.results["rl"] = evaluate_split(run, RESULTS_SPLIT)
+        run.results["rl"] = evaluate_split(run, RESULTS_SPLIT, label="after training")
     elif cfg.sft_steps:
-        run.results["sft"] = evaluate_split(run, RESULTS_SPLIT)
+        run.results["sft"] = evaluate_split(run, RESULTS_SPLIT, label="after training")
     save(run, run.total, rng_state(run.sample_rng, run.gumbel_gen))
     if distributed.is_main():
         report = write_report(run.rundir.path, to_dict(cfg), run.results, run.rundir.metrics(), run.report_lines)

@@ -15,14 +15,42 @@ from flexrec.train import distributed
 
 
 def sft_step(policy, optimizer, batch, gains: torch.Tensor, cfg: TrainConfig) -> dict:
-    """Teacher-forced NLL of the ranking by the filled labels (ties broken by slot order)."""
-    K = gains.shape[1]
+    """Teacher-forced NLL of the ranking by the filled labels (ties broken by slot order), in micro-batches of
+    ``cfg.micro_batch`` examples whose gradients add up to the whole batch's (one optimiser step)."""
+    B, K = gains.shape
     target = torch.argsort(-gains, dim=-1, stable=True)[:, None]  # (B, 1, K)
-    logprob, entropy = policy.logprobs(batch.input_ids, batch.attention_mask, target, cfg.temperature)
     n = min(cfg.sft_positions or K - 1, K - 1)  # the last step is forced (one candidate left)
-    loss = rl.sft_loss(logprob[:, 0, :n])
-    optimizer_step(policy, optimizer, loss, cfg)
-    return {"sft/loss": float(loss.detach()), "sft/entropy": float(entropy[:, 0, :-1].detach().mean())}
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum, entropy_sum = 0.0, 0.0
+    for rows in micro_batches(B, cfg.micro_batch):
+        ids, mask = trim_padding(batch.input_ids[rows], batch.attention_mask[rows])
+        logprob, entropy = policy.logprobs(ids, mask, target[rows], cfg.temperature)
+        share = (rows.stop - rows.start) / B  # sft_loss is a mean over examples: each chunk's share of it
+        loss = rl.sft_loss(logprob[:, 0, :n]) * share
+        check_finite_loss(loss)
+        loss.backward()
+        loss_sum += float(loss.detach())
+        entropy_sum += float(entropy[:, 0, :-1].detach().mean()) * share
+    clip_and_step(policy, optimizer, cfg)
+    return {"sft/loss": loss_sum, "sft/entropy": entropy_sum}
+
+
+def micro_batches(n: int, size: int) -> list[slice]:
+    """Consecutive row slices of at most ``size`` rows covering 0..n-1 (``size`` 0: one slice of all n)."""
+    size = size or n
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drops the columns that are padding in every row (a micro-batch of short prompts from a long batch).
+
+    Shapes: (B, T), (B, T) -> (B, T'), (B, T') with T' <= T."""
+    used = attention_mask.bool().any(0)
+    if bool(used.all()):
+        return input_ids, attention_mask
+    keep = used.nonzero()[:, 0]
+    lo, hi = int(keep[0]), int(keep[-1]) + 1
+    return input_ids[:, lo:hi], attention_mask[:, lo:hi]
 
 
 def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConfig, gen) -> dict:
@@ -55,14 +83,24 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
         advantages = advantages * weights
     with torch.no_grad():
         ref_logprob, _ = reference.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
+    chunks = micro_batches(P, cfg.micro_batch)  # every prompt has the same (G, K) decisions: means split evenly
     for _ in range(cfg.ppo_epochs):
-        logprob, entropy = policy.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
-        out = rl.ppo_clip_loss(logprob, rollout.logprob, ref_logprob, advantages, entropy, mask, cfg.clip,
-                               cfg.kl_coef, cfg.entropy_coef)
-        optimizer_step(policy, optimizer, out.loss, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        sums = dict.fromkeys(("loss", "kl", "entropy", "clip_frac"), 0.0)
+        for rows in chunks:
+            ids, ids_mask = trim_padding(batch.input_ids[rows], batch.attention_mask[rows])
+            logprob, entropy = policy.logprobs(ids, ids_mask, perm[rows], cfg.temperature)
+            out = rl.ppo_clip_loss(logprob, rollout.logprob[rows], ref_logprob[rows], advantages[rows], entropy,
+                                   mask[rows], cfg.clip, cfg.kl_coef, cfg.entropy_coef)
+            share = (rows.stop - rows.start) / P
+            check_finite_loss(out.loss)
+            (out.loss * share).backward()
+            for key in sums:
+                sums[key] += float(getattr(out, key).detach()) * share
+        clip_and_step(policy, optimizer, cfg)
     sequence_ndcg = swap_reward(ranked_gains, 5, "sequence")[:, 0]
-    return {"rl/loss": float(out.loss.detach()), "rl/reward": float(sequence_ndcg.mean()), "rl/kl": float(out.kl),
-            "rl/entropy": float(out.entropy), "rl/clip_frac": float(out.clip_frac)}
+    return {"rl/loss": sums["loss"], "rl/reward": float(sequence_ndcg.mean()), "rl/kl": sums["kl"],
+            "rl/entropy": sums["entropy"], "rl/clip_frac": sums["clip_frac"]}
 
 
 def sample_batch(rng: np.random.Generator, by_need: list[np.ndarray], step: int, n: int, pure: bool,
@@ -89,11 +127,13 @@ def need_weights(cfg: TrainConfig, needs: list[str]) -> list[float]:
     return [given.get(need, 1.0) for need in needs]
 
 
-def optimizer_step(policy, optimizer, loss: torch.Tensor, cfg: TrainConfig) -> None:
+def check_finite_loss(loss: torch.Tensor) -> None:
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite loss {float(loss)}; lower the learning rate")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+
+
+def clip_and_step(policy, optimizer, cfg: TrainConfig) -> None:
+    """Clips the accumulated gradients' norm and takes the optimiser step."""
     torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), cfg.grad_clip)
     optimizer.step()
 

@@ -140,3 +140,7 @@ def test_lora_policy_trains_adapters_and_slot_rows(tmp_path):
     logprob.sum().backward()
     names = [n for n, p in policy.named_parameters() if p.requires_grad and p.grad is not None]
     assert any("lora" in n for n in names) and any("embed" in n for n in names)
+    # of the (tied) embedding, only the slot tokens' rows get a gradient
+    embed = next(p for n, p in policy.named_parameters() if "embed" in n)
+    rows = embed.grad.abs().sum(1) > 0
+    assert rows.nonzero()[:, 0].tolist() == sorted(policy.slot_ids[:4].tolist())
