@@ -62,11 +62,13 @@ class TrainConfig:
     observe_fraction: float = 0.1  # share of (user, item) feedback the trainer may see (the paper's 10%)
     real_protocol: str = "known"  # MovieLens: "known" (pools of the user's future-rated films, labels from their
     # ratings), "implicit" (future films against retrieved unwatched ones) or "sparse"; docs/real-data-protocol.md.
-    # Its pools hold 20 films per user (K = 20, LLMRank's setting): pass --num-candidates 20 on ml-100k/ml-1m
+    # Its pools hold 20 films per user (K = 20, LLMRank's setting): K's default there (DATA_DEFAULTS)
     # ---- model -------------------------------------------------------------------------------
     model: str = "tiny"  # "tiny", "smollm2-135m" or a local Hugging Face causal-LM directory
     tiny_hidden: int = 64  # tiny preset: hidden size
     tiny_layers: int = 2  # tiny preset: transformer layers (layer 0 local, see flexrec.models.presets)
+    tiny_line_copy: bool = True  # tiny preset on real data's compact prompts: layer 0 starts copying each candidate
+    # line's signal tokens onto its slot (flexrec.models.presets; docs/real-data-protocol.md). No effect elsewhere
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank instead of every weight
     gradient_checkpointing: bool = False  # trade compute for activation memory (big models)
     cache_dir: str = ""  # where presets are converted/built ("" = $FLEXREC_CACHE or ~/.cache/flexrec)
@@ -141,6 +143,20 @@ class TrainConfig:
     dist_strategy: str = "ddp"  # under torchrun: "ddp" (each rank holds the model) or "fsdp" (FSDP2 shards it)
     mixed_precision: str = "no"  # "bf16": FSDP's float32 master weights with bf16 compute; "no": the model's dtype
     dist_timeout: int = 1800  # seconds a collective may wait before the job fails (a hung or lost rank)
+
+
+# Defaults that depend on --data: applied to every setting the user did not give (flag, --config file or an
+# experiment's --set), and recorded, like every setting, in the run's config.json. The measurements behind
+# them: docs/real-data-protocol.md.
+DATA_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ml-100k": dict(num_candidates=20),  # the known protocol's pools hold each user's 20 future films (LLMRank's K)
+    "ml-1m": dict(num_candidates=20),
+}
+
+
+def with_data_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (settings given by the user) completed with ``DATA_DEFAULTS`` of their ``data``."""
+    return {**DATA_DEFAULTS.get(values.get("data", TrainConfig.data), {}), **values}
 
 
 # Settings that only the RL stage reads (``unused_settings``): a run with rl_steps 0 is the same run
@@ -293,7 +309,7 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
         v = getattr(args, f.name)
         if v is not None:
             values[f.name] = v
-    return TrainConfig(**values)
+    return TrainConfig(**with_data_defaults(values))
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

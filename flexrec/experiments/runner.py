@@ -189,12 +189,12 @@ def check_against_trainer(run: Path, stage: str, per_user: dict, split: str) -> 
 
 
 def train_cfg(base: dict, *overrides: dict):
-    from flexrec.config import TrainConfig
+    from flexrec.config import TrainConfig, with_data_defaults
 
     values = dict(base)
     for o in overrides:
         values.update(o)
-    return TrainConfig(**values)
+    return TrainConfig(**with_data_defaults(values))
 
 
 @dataclass
