@@ -236,3 +236,18 @@ def test_ml100k_protocol_choices_on_training_users():
     train = split_users(data, seed=0)["train"][:150]
     assert explore_coverage(data, train, K=20) >= 1 / 3
     assert trend_tie_share(data, train, K=20) < 0.1
+
+
+@pytest.mark.parametrize("line_copy", [True, False])
+def test_the_tiny_model_on_real_data_sees_a_whole_line_in_layer_0(hand_files, tmp_path, line_copy):
+    from flexrec.config import TrainConfig
+    from flexrec.models.presets import TINY_CONFIG
+    from flexrec.train.build import build_policy
+
+    data = hand_data(hand_files)
+    examples = build_examples(data, needs=["maximize_interest"], split="all", K=3)
+    cfg = TrainConfig(data="csv", num_candidates=3, cache_dir=str(tmp_path), tiny_line_copy=line_copy)
+    policy, _ = build_policy(cfg, data, examples)
+    assert policy.model.config.sliding_window == SIGNAL_LINE_TOKENS != TINY_CONFIG["sliding_window"]
+    v_proj = policy.model.model.layers[0].self_attn.v_proj.weight
+    assert torch.equal(v_proj, torch.eye(*v_proj.shape)) == line_copy  # the line-copy prior, and only with it
