@@ -62,7 +62,7 @@ class TrainConfig:
     observe_fraction: float = 0.1  # share of (user, item) feedback the trainer may see (the paper's 10%)
     real_protocol: str = "known"  # MovieLens: "known" (pools of the user's future-rated films, labels from their
     # ratings), "implicit" (future films against retrieved unwatched ones) or "sparse"; docs/real-data-protocol.md.
-    # Its pools hold 20 films per user (K = 20, LLMRank's setting): pass --num-candidates 20 on ml-100k/ml-1m
+    # Its pools hold 20 films per user (K = 20, LLMRank's setting): K's default there (DATA_DEFAULTS)
     # ---- model -------------------------------------------------------------------------------
     model: str = "tiny"  # "tiny", "smollm2-135m" or a local Hugging Face causal-LM directory
     size: str = "auto"  # the recipe of a pretrained model (not "tiny", whose recipe is these defaults): "cpu",
@@ -70,6 +70,8 @@ class TrainConfig:
     # the settings not given by flag or --config (RECIPES below; docs/smollm2.md)
     tiny_hidden: int = 64  # tiny preset: hidden size
     tiny_layers: int = 2  # tiny preset: transformer layers (layer 0 local, see flexrec.models.presets)
+    tiny_line_copy: bool = True  # tiny preset on real data's compact prompts: layer 0 starts copying each candidate
+    # line's signal tokens onto its slot (flexrec.models.presets; docs/real-data-protocol.md). No effect elsewhere
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank instead of every weight
     gradient_checkpointing: bool = False  # trade compute for activation memory (big models). The RL loss pass then
     # repeats each prompt for its G lists (no KV cache under checkpointing); docs/smollm2.md measures the cost
@@ -198,7 +200,6 @@ RECIPES: dict[str, dict[str, tuple[Any, str]]] = {
         "eval_every": (50, "a validation point every 50 steps"),
     },
 }
-REAL_DATA_K = 20  # the candidates of a real-data pool (LLMRank's setting; see real_protocol)
 
 
 def resolve_size(size: str, device: str = "auto") -> str:
@@ -218,23 +219,36 @@ def recipe(cfg: TrainConfig) -> dict[str, Any]:
     """The settings ``cfg.size`` asks for with ``cfg.model`` (none for the tiny preset): {setting: value}."""
     if cfg.model == "tiny":
         return {}
-    out = {name: value for name, (value, _) in RECIPES[resolve_size(cfg.size, cfg.device)].items()}
-    if cfg.data in ("ml-100k", "ml-1m"):
-        out["num_candidates"] = REAL_DATA_K
-    return out
+    return {name: value for name, (value, _) in RECIPES[resolve_size(cfg.size, cfg.device)].items()}
 
 
 def apply_size(cfg: TrainConfig, given: Optional[set[str]] = None) -> TrainConfig:
     """``cfg`` with its size's recipe filled into every setting not in ``given`` (the settings the user set;
-    None: those that differ from the defaults), and ``size`` resolved to "cpu" or "full"."""
+    None: those that differ from the defaults), and ``size`` resolved to "cpu" or "full"; the tiny preset's
+    config is returned as it is."""
     if cfg.size not in _CHOICES["size"]:
         raise ConfigError([f"--size {cfg.size!r}: expected one of {', '.join(_CHOICES['size'])}"])
+    if cfg.model == "tiny":  # the tiny preset's recipe is the plain defaults: its config stays as given
+        return cfg
     defaults = TrainConfig()
     if given is None:
         given = {f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}
     fill = {name: value for name, value in recipe(cfg).items() if name not in given}
     return dataclasses.replace(cfg, size=resolve_size(cfg.size, cfg.device), **fill)
 
+
+# Defaults that depend on --data: applied to every setting the user did not give (flag, --config file or an
+# experiment's --set), and recorded, like every setting, in the run's config.json. The measurements behind
+# them: docs/real-data-protocol.md.
+DATA_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ml-100k": dict(num_candidates=20),  # the known protocol's pools hold each user's 20 future films (LLMRank's K)
+    "ml-1m": dict(num_candidates=20),
+}
+
+
+def with_data_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (settings given by the user) completed with ``DATA_DEFAULTS`` of their ``data``."""
+    return {**DATA_DEFAULTS.get(values.get("data", TrainConfig.data), {}), **values}
 
 # Settings that only the RL stage reads (``unused_settings``): a run with rl_steps 0 is the same run
 # whatever they are. The uncertainty settings are read only by --reward-mode flexrec.
@@ -387,6 +401,7 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
         v = getattr(args, f.name)
         if v is not None:
             values[f.name] = v
+    values = with_data_defaults(values)
     return apply_size(TrainConfig(**values), given=set(values))
 
 

@@ -18,7 +18,7 @@ from flexrec.eval.metrics import ndcg_at_k
 
 from . import DATASETS, NEEDS, SOURCES, build_examples, load
 from .pools import split_users
-from .prompts import count_tokens, history_signals, render_prompt
+from .prompts import SIGNAL_NAMES, count_tokens, history_signals, render_prompt
 from .protocol import default_pool_size, explore_coverage, trend_tie_share
 from .slots import add_slot_tokens
 from .tiny_tokenizer import default_corpus, train_tiny_tokenizer
@@ -102,7 +102,7 @@ def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, se
         ex = [e for e in examples if e.need == need]
         rel = torch.from_numpy(np.stack([e.true_labels for e in ex]))
         signals = np.stack([history_signals(data, e.user, e.items) for e in ex]).astype(np.float64)
-        for j, name in enumerate(("pop", "tr", "co", "aff", "q")):
+        for j, name in enumerate(SIGNAL_NAMES):
             score = torch.from_numpy(signals[:, j] + 0.5 * rng.random(signals[:, j].shape))  # ties at random
             ndcg = ndcg_at_k(torch.argsort(score, -1, descending=True), rel, 5).mean()
             print(f"val: {need} {name} tier as a ranker NDCG@5 {ndcg:.3f}", flush=True)

@@ -39,18 +39,25 @@ def pool_rng(seed: int, user: int, need: str) -> np.random.Generator:
     return np.random.default_rng([seed, user, zlib.crc32(need.encode())])
 
 
-def cooccurrence_scores(data: InteractionData, user: int, recent: int = 10, max_users: int = 50) -> np.ndarray:
+def cooccurrence_scores(data: InteractionData, user: int, recent: int = 10, max_users: int = 50,
+                        before_day: int | None = None) -> np.ndarray:
     """How often each item appears with the user's `recent` last items in other users' histories.
 
     Each recent item contributes at most `max_users` co-users (the first by id), to bound the cost.
+    ``before_day``: count only the co-users' interactions on earlier days (a feature at the user's cutoff).
     Shapes: (n_items,) float32.
     """
     ptr, owners = data.item_users
     co_users = [owners[ptr[i]:ptr[i + 1]] for i in data.history(user)[0][-recent:]]
+    if before_day is not None:  # co-users who had the recent item before that day
+        days = data.item_user_days
+        co_users = [c[days[ptr[i]:ptr[i + 1]] < before_day] for c, i in zip(co_users, data.history(user)[0][-recent:])]
     co_users = np.concatenate([c[c != user][:max_users] for c in co_users] + [np.zeros(0, np.int64)])
     # Gather every co-user's history at once: the positions start..end-1 of each, concatenated.
     starts, lengths = data.history_ptr[co_users], np.diff(data.history_ptr)[co_users]
     offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    if before_day is not None:
+        offsets = offsets[data.history_days[offsets] < before_day]
     return np.bincount(data.history_items[offsets], minlength=data.n_items).astype(np.float32)
 
 

@@ -89,40 +89,67 @@ def render_prompt(example: RankingExample, data: InteractionData, tokenizer, max
 
 
 SIGNAL_TIERS = 10  # the per-candidate history signals of compact prompts are tiers 0..9 within the pool
+SIGNAL_NAMES = ("pop", "tr", "co", "aff", "q")  # the rows of ``history_signals``, in order
 
 
 def history_signals(data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
-    """Per-candidate signals computed only from histories and plays before the user's cutoff (never the
-    user's future), for compact prompts on real data (``InteractionData.compact_signals``), each the
-    candidate's rank tier 0..9 within the pool (a pool of rated films is mostly in the catalogue's top
-    quintiles, so catalogue tiers would barely tell its candidates apart):
-    - pop: overall popularity (history interactions of all users);
-    - trend: short-term plays (``InteractionData.recent_popularity``, what trend_promotion's label uses);
-    - co: how often it appears with the user's 10 most recent items in other users' histories
-      (``flexrec.data.pools.cooccurrence_scores``);
+    """Per-candidate signals computed only from what happened before the user's cutoff day (never the
+    user's future, nor other users' interactions on or after that day), for compact prompts on real data
+    (``InteractionData.compact_signals``), each the candidate's rank tier 0..9 within the pool (a pool of
+    rated films is mostly in the catalogue's top quintiles, so catalogue tiers would barely tell its
+    candidates apart):
+    - pop: overall popularity (all users' history interactions before the cutoff day);
+    - tr: short-term plays (``InteractionData.recent_popularity``, what trend_promotion's label uses);
+    - co: how often it appears with the user's 10 most recent items in other users' histories before the
+      cutoff day (``flexrec.data.pools.cooccurrence_scores``);
     - aff: the user's affinity for its genres, the mean share of the history of the item's genres;
-    - q: the item's mean rating in all users' histories, shrunk to the overall mean by 10 pseudo-ratings.
+    - q: the item's mean rating in all users' histories before the cutoff day, shrunk to that period's mean
+      rating by 10 pseudo-ratings.
     Tied values share the lowest tier of their group, so equal values show equal tiers.
 
-    Shapes: items (K,) -> (5, K) int64.
+    Shapes: items (K,) -> (5, K) int64, rows in ``SIGNAL_NAMES`` order.
     """
     from .pools import cooccurrence_scores
 
     items = np.asarray(items, np.int64)
-    cache = data.__dict__.setdefault("_history_item_quality", {})
-    if "q" not in cache:
-        feedback = data.normalized_interest(data.history_feedback)
-        counts = np.bincount(data.history_items, minlength=data.n_items)
-        sums = np.bincount(data.history_items, feedback, minlength=data.n_items)
-        prior = float(feedback.mean()) if len(feedback) else 0.5
-        cache["q"] = ((sums + 10.0 * prior) / (counts + 10.0)).astype(np.float32)
+    cutoff = int(data.cutoff_day[user])
+    counts, sums = _history_totals_before(data, cutoff)
+    prior = float(sums.sum() / counts.sum()) if counts.sum() else 0.5
+    quality = (sums + 10.0 * prior) / (counts + 10.0)
     h_items = data.history(user)[0]
     share = data.item_topics[h_items].mean(0) if len(h_items) else np.zeros(data.n_topics)
     topics = data.item_topics[items]
-    signals = (data.item_popularity[items], data.recent_popularity(user, items),
-               cooccurrence_scores(data, user)[items], (topics * share[None, :]).sum(1) / np.maximum(topics.sum(1), 1),
-               cache["q"][items])
+    signals = (counts[items], data.recent_popularity(user, items),
+               cooccurrence_scores(data, user, before_day=cutoff)[items],
+               (topics * share[None, :]).sum(1) / np.maximum(topics.sum(1), 1), quality[items])
     return np.stack([np.searchsorted(np.sort(x), x, side="left") * SIGNAL_TIERS // len(x) for x in signals])
+
+
+def _history_totals_before(data: InteractionData, day: int) -> tuple[np.ndarray, np.ndarray]:
+    """(count, sum of feedback in [0, 1]) of every item's history interactions on days before ``day``,
+    from per-day running totals built once per data set. Shapes: -> (n_items,) float64 each."""
+    cache = data.__dict__.setdefault("_history_totals_by_day", {})
+    if "counts" not in cache:
+        n_days = max(int(data.history_days.max(initial=0)), int(data.cutoff_day.max(initial=0))) + 1
+        counts = np.zeros((n_days + 1, data.n_items))
+        sums = np.zeros((n_days + 1, data.n_items))
+        np.add.at(counts, (data.history_days + 1, data.history_items), 1.0)
+        np.add.at(sums, (data.history_days + 1, data.history_items), data.normalized_interest(data.history_feedback))
+        cache["counts"], cache["sums"] = counts.cumsum(0), sums.cumsum(0)  # row d: days before d
+    d = min(max(day, 0), len(cache["counts"]) - 1)
+    return cache["counts"][d], cache["sums"][d]
+
+
+def signal_tokens() -> list[str]:
+    """The one-token words of a compact candidate line on real data (``compact_prompt``): each history
+    signal's tier, the novelty flag and the user's rating of the genres ("-": none seen)."""
+    return ([f"<{name}{t}>" for name in SIGNAL_NAMES for t in range(SIGNAL_TIERS)] + ["<new>", "<seen>"]
+            + [f"<r{r}>" for r in ("-", 1, 2, 3, 4, 5)])
+
+
+# A real-data compact candidate line is its signal tokens then its slot: the tiny model's local layer must see
+# all of them from the slot token (flexrec.train.build passes this window to the tiny preset on real data).
+SIGNAL_LINE_TOKENS = len(SIGNAL_NAMES) + 2 + 1  # five tiers, the novelty flag, the genre rating, the slot
 
 
 # (ours) The compact prompt keeps everything a need depends on within each candidate's own line, and
@@ -132,9 +159,10 @@ def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
 
     The whole history is summarised per topic (so no ``max_history``). ``trend``: show each
     candidate's short-term popularity tier at the user's cutoff (``InteractionData.trend_tiers``).
-    On real data (``InteractionData.compact_signals``) each line shows ``history_signals`` instead of the
-    catalogue trend tier ("tr7 ... pop3 co1 aff4 q8", tiers within the pool) and says "new" by the novelty
-    rule of the need (``InteractionData.novel_items``).
+    On real data (``InteractionData.compact_signals``) each line is one token per ``history_signals`` tier
+    (tiers within the pool), the novelty flag of the need's rule (``InteractionData.novel_items``) and the
+    user's rating of the film's genres, then the slot: "<pop3><tr7><co1><aff4><q8><seen><r4><c3>"
+    (``signal_tokens``: the tokenizer must hold them as single tokens).
     """
     tiers = data.trend_tiers(example.user) if trend and not data.compact_signals else None
     h_items, h_fb, _ = data.history(example.user)
@@ -149,13 +177,14 @@ def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
         topics = np.flatnonzero(data.item_topics[item])
         seen = count[topics].sum() > 0
         rating = f"{float(mean[topics][count[topics] > 0].mean()) * 4 + 1:.0f}" if seen else "-"
-        names = " ".join(data.topic_names[t] for t in topics)
         if signals is None:
+            names = " ".join(data.topic_names[t] for t in topics)
             tier = f" {TREND_TIERS[tiers[item]]}" if trend else ""
             return f"{names}{tier} {'seen' if seen else 'new'} {rating}<c{k}>"
-        pop, recent, co, aff, quality = signals[:, k]
-        tier = f" tr{recent}" if trend else ""
-        return f"{names}{tier} {'new' if new[k] else 'seen'} {rating} pop{pop} co{co} aff{aff} q{quality}<c{k}>"
+        # one token per signal, all within the local layer's window of the slot (SIGNAL_LINE_TOKENS); the
+        # genre names are left out: aff, the rating and the novelty flag summarise them (docs/real-data-protocol.md)
+        words = [f"<{name}{tier}>" for name, tier in zip(SIGNAL_NAMES, signals[:, k]) if trend or name != "tr"]
+        return "".join(words + [f"<{'new' if new[k] else 'seen'}>", f"<r{rating}>", f"<c{k}>"])
 
     # The instruction comes last, closed by the need's name as one tag token ("need: trend_promotion"),
     # so the answer position holds the need itself. Without the tag (the paraphrase alone, first or

@@ -208,6 +208,12 @@ class InteractionData:
         ptr = np.concatenate([[0], np.cumsum(np.bincount(self.history_items, minlength=self.n_items))])
         return ptr.astype(np.int64), owners[order]
 
+    @cached_property
+    def item_user_days(self) -> np.ndarray:
+        """The day of each (item, user) interaction of ``item_users``, in its order. Shapes: (N,)."""
+        owners = np.repeat(np.arange(self.n_users), np.diff(self.history_ptr))
+        return self.history_days[np.lexsort((owners, self.history_items))]
+
     def summary(self) -> dict:
         """Plain statistics, for logs and `python -m flexrec.data`."""
         lengths = np.diff(self.history_ptr)

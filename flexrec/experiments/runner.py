@@ -189,12 +189,13 @@ def check_against_trainer(run: Path, stage: str, per_user: dict, split: str) -> 
 
 
 def train_cfg(base: dict, *overrides: dict):
-    from flexrec.config import TrainConfig
+    from flexrec.config import TrainConfig, apply_size, with_data_defaults
 
     values = dict(base)
     for o in overrides:
         values.update(o)
-    return TrainConfig(**values)
+    values = with_data_defaults(values)  # then a pretrained model's --size recipe, for what is still unset
+    return apply_size(TrainConfig(**values), given=set(values))
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 
 from flexrec.config import TrainConfig
 from flexrec.data import NEEDS, InteractionData, RankingBatch, RankingExample, collate, compact_prompt
-from flexrec.data.prompts import format_prompt
+from flexrec.data.prompts import SIGNAL_LINE_TOKENS, format_prompt, signal_tokens
 from flexrec.data.tiny_tokenizer import default_corpus, train_tiny_tokenizer
 
 
@@ -58,6 +58,8 @@ def make_tokenizer_factory(data: InteractionData, examples: list[RankingExample]
         tok = train_tiny_tokenizer(default_corpus() + prompts)
         if use_compact_prompts(cfg):
             tok.add_tokens([f"<need:{name}>" for name in NEEDS], special_tokens=True)
+            if data.compact_signals:
+                tok.add_tokens(signal_tokens(), special_tokens=True)
         return tok
 
     return factory
@@ -70,9 +72,12 @@ def build_policy(cfg: TrainConfig, data: InteractionData, train_examples: list[R
     and vocabulary. ``train_examples`` are the trainer's training pools (the tiny tokenizer learns from them)."""
     from flexrec.models import load_policy
 
+    overrides = tiny_overrides(cfg)
+    if use_compact_prompts(cfg) and data.compact_signals:  # the local layer sees a whole candidate line
+        overrides.update(sliding_window=SIGNAL_LINE_TOKENS, line_copy=cfg.tiny_line_copy)
     return load_policy(cfg.model, cfg.num_candidates, make_tokenizer_factory(data, train_examples, cfg), str(device),
                        cfg.lora_rank, cfg.gradient_checkpointing, cfg.seed,
-                       Path(cfg.cache_dir) if cfg.cache_dir else None, tiny_overrides=tiny_overrides(cfg))
+                       Path(cfg.cache_dir) if cfg.cache_dir else None, tiny_overrides=overrides)
 
 
 

@@ -5,6 +5,7 @@ popularity that is not below random where the popular items are the liked ones."
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 from flexrec.baselines.traditional import PopularityRanker, RandomRanker
 from flexrec.critic import Critic, ObservedOnly, fill_pools, known_interest
 from flexrec.data import build_examples, compact_prompt, load
-from flexrec.data.prompts import user_message
+from flexrec.data.prompts import SIGNAL_LINE_TOKENS, signal_tokens, user_message
 from flexrec.data.protocol import explore_coverage, trend_tie_share
 from flexrec.eval.metrics import ndcg_at_k
 
@@ -182,9 +183,48 @@ def test_prompts_on_real_data(hand_files, tokenizer, world):
     # titles with years, the history in order (oldest first), and the user's ratings
     assert "- Film 1 (1991) [Drama]: rated 4/5\n- Film 2 (1992) [Comedy, Drama]: rated 2/5" in text
     compact = compact_prompt(ex, data).splitlines()
-    assert len(compact) == 4 and all(all(f" {s}" in line for s in ("tr", "pop", "co", "aff", "q")) for line in compact[:3])
+    # one token per signal tier, the novelty flag and the genre rating, then the slot: SIGNAL_LINE_TOKENS words
+    line = re.compile(r"<pop\d><tr\d><co\d><aff\d><q\d><(new|seen)><r[-1-5]><c\d+>")
+    assert len(compact) == 4 and all(line.fullmatch(text) for text in compact[:3])
+    assert all(len(re.findall(r"<[^<>]+>", text)) == SIGNAL_LINE_TOKENS for text in compact[:3])
+    assert set(re.findall(r"<[^<>]+>", "".join(compact[:3]))) - {f"<c{k}>" for k in range(3)} <= set(signal_tokens())
     synthetic = build_examples(world, split="all", K=5, max_users=1)[0]
-    assert " pop" not in compact_prompt(synthetic, world)  # the synthetic compact prompt is unchanged
+    assert "<pop" not in compact_prompt(synthetic, world)  # the synthetic compact prompt is unchanged
+
+
+def test_the_tiny_tokenizer_reads_each_signal_as_one_token(hand_files):
+    from flexrec.config import TrainConfig
+    from flexrec.train.build import make_tokenizer_factory
+
+    data = hand_data(hand_files)
+    examples = build_examples(data, needs=["maximize_interest"], split="all", K=3)
+    tok = make_tokenizer_factory(data, examples, TrainConfig(data="csv"))()
+    for text in compact_prompt(examples[0], data).splitlines()[:3]:
+        words = re.findall(r"<[^<>]+>", text)[:-1]  # the slot token is added with the model (add_slot_tokens)
+        assert tok.convert_ids_to_tokens(tok(text.rsplit("<c", 1)[0], add_special_tokens=False)["input_ids"]) == words
+
+
+def test_compact_prompt_on_real_data_reads_no_future(hand_files, tmp_path):
+    """Changing what happens on or after user 1's cutoff day (its own future ratings; user 2's ratings after
+    it) leaves user 1's compact prompt unchanged, character for character."""
+    ratings, items = hand_files
+    before = hand_data(hand_files)
+    assert int(before.cutoff_day[before.user_keys.index("1")]) == 5
+    later = [(u, i, 6 - r if u == 1 and d >= 5 else r, d) for u, i, r, d in RATINGS]  # user 1's future, re-rated
+    later += [(2, 5, 1, 11), (2, 8, 5, 12), (2, 2, 5, 13)]  # user 2: three later films; days 8-10 become history
+    (tmp_path / "later.csv").write_text("user_id,item_id,rating,timestamp\n" + "".join(
+        f"{u},{i},{r},{T0 + d * DAY}\n" for u, i, r, d in later))
+    after = hand_data((tmp_path / "later.csv", items))
+    assert after.history(after.user_keys.index("2"))[0].size > before.history(before.user_keys.index("2"))[0].size
+    prompts = []
+    for data in (before, after):
+        user = data.user_keys.index("1")
+        ex = next(e for e in build_examples(data, needs=["maximize_interest"], split="all", K=3) if e.user == user)
+        assert by_key(data, ex, ex.true_labels) == ({"3": 1.0, "4": 0.5, "5": 0.0} if data is before else
+                                                    {"3": 0.0, "4": 0.5, "5": 1.0})  # really re-rated
+        ex = dataclasses.replace(ex, items=np.array(sorted(ex.items)))  # the same candidates in the same order
+        prompts.append(compact_prompt(ex, data))
+    assert prompts[0] == prompts[1]
 
 
 @pytest.mark.slow
@@ -196,3 +236,18 @@ def test_ml100k_protocol_choices_on_training_users():
     train = split_users(data, seed=0)["train"][:150]
     assert explore_coverage(data, train, K=20) >= 1 / 3
     assert trend_tie_share(data, train, K=20) < 0.1
+
+
+@pytest.mark.parametrize("line_copy", [True, False])
+def test_the_tiny_model_on_real_data_sees_a_whole_line_in_layer_0(hand_files, tmp_path, line_copy):
+    from flexrec.config import TrainConfig
+    from flexrec.models.presets import TINY_CONFIG
+    from flexrec.train.build import build_policy
+
+    data = hand_data(hand_files)
+    examples = build_examples(data, needs=["maximize_interest"], split="all", K=3)
+    cfg = TrainConfig(data="csv", num_candidates=3, cache_dir=str(tmp_path), tiny_line_copy=line_copy)
+    policy, _ = build_policy(cfg, data, examples)
+    assert policy.model.config.sliding_window == SIGNAL_LINE_TOKENS != TINY_CONFIG["sliding_window"]
+    v_proj = policy.model.model.layers[0].self_attn.v_proj.weight
+    assert torch.equal(v_proj, torch.eye(*v_proj.shape)) == line_copy  # the line-copy prior, and only with it

@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from flexrec.config import RECIPES, REAL_DATA_K, ConfigError, TrainConfig, apply_size, parse_args, recipe
+from flexrec.config import DATA_DEFAULTS, RECIPES, ConfigError, TrainConfig, apply_size, parse_args, recipe
 
 
 def test_tiny_defaults_are_untouched_by_every_size():
     for size in ("auto", "cpu", "full"):
         cfg = parse_args(["--size", size])
-        assert dataclasses.replace(cfg, size="auto") == TrainConfig()  # only size itself is resolved
-        assert cfg.size in ("cpu", "full")
+        assert dataclasses.replace(cfg, size="auto") == TrainConfig()
+        assert cfg.size == size  # no recipe applies, so nothing is resolved
 
 
 def test_cpu_recipe_fills_unset_settings_and_keeps_given_ones(tmp_path):
@@ -20,7 +20,7 @@ def test_cpu_recipe_fills_unset_settings_and_keeps_given_ones(tmp_path):
     for name, (value, why) in RECIPES["cpu"].items():
         assert why
         assert getattr(cfg, name) == (7 if name == "sft_steps" else value), name
-    assert cfg.num_candidates == REAL_DATA_K and cfg.size == "cpu"
+    assert cfg.num_candidates == DATA_DEFAULTS["ml-100k"]["num_candidates"] and cfg.size == "cpu"
     # a flag that repeats the global default is still the user's choice, not the recipe's
     assert parse_args(["--model", "smollm2-135m", "--size", "cpu", "--batch-size", "16"]).batch_size == 16
     # so is a --config file's
