@@ -162,11 +162,17 @@ class TrainConfig:
 # The recipes of ``--size`` for a pretrained model (any --model but "tiny"): setting -> (value, why). Each fills
 # a setting only where the user gave none (flag or --config file); the resolved values are saved with the run.
 # The cpu numbers are measurements of SmolLM2-135M on ml-100k, K = 20, on the shared 2-core CPU under the load of
-# five other training processes (docs/smollm2.md; benchmarks/RESULTS.md): the whole run projects to 85 minutes
-# there, about 47 with a core to itself.
+# five other training processes (docs/smollm2.md; benchmarks/RESULTS.md). The first whole cpu run took 52 minutes
+# wall (47 CPU minutes) at 6.0 GiB peak, next to CI on the same two cores (README).
+_PRETRAINED: dict[str, tuple[Any, str]] = {  # what both sizes share
+    "lora_rank": (16, "LoRA adapters and the slot rows train; the pretrained weights stay frozen"),
+    "sft_lr": (1e-3, "LoRA rate; not swept on validation users"),
+    "need_stagger": (0, "a pretrained model reads the need from its instruction: no curriculum"),
+    "lr": (2e-4, "RL rate for LoRA; not swept on validation users"),
+}
 RECIPES: dict[str, dict[str, tuple[Any, str]]] = {
     "cpu": {
-        "lora_rank": (16, "LoRA adapters and the slot rows train; the 135M pretrained weights stay frozen"),
+        **_PRETRAINED,
         "micro_batch": (1, "one 650-token sequence per forward/backward: +2.2 GB peak (2: +3.8 GB, 4: +6.9 GB), "
                            "no slower per example"),
         "gradient_checkpointing": (False, "no lower peak measured at micro-batch 2, and the RL loss pass would "
@@ -174,26 +180,20 @@ RECIPES: dict[str, dict[str, tuple[Any, str]]] = {
         "history_max": (5, "the 5 most recent history items: 646 prompt tokens at K = 20 (6: 669, 20: 1000)"),
         "batch_size": (8, "SFT examples per optimiser step (8 micro-batches): fewer but longer steps"),
         "sft_steps": (16, "SFT budget: 128 examples; 128 s a step under load, about 34 minutes"),
-        "sft_lr": (1e-3, "LoRA rate for 16 steps; not swept on validation users"),
-        "need_stagger": (0, "a pretrained model reads the need from its instruction: no curriculum"),
         "rl_steps": (8, "RL budget: 32 prompts x 4 lists; 120 s a step under load, about 16 minutes"),
-        "lr": (2e-4, "RL rate for LoRA; not swept on validation users"),
         "prompts_per_step": (4, "RL prompts per step, each with its G lists"),
         "group_size": (4, "G lists per prompt: they share one prompt pass, in the rollout and in the loss"),
-        "eval_users": (20, "the results table's users per need: about 57 pools, 10 s a pool under load, three "
-                           "evaluations (before training, after SFT, after RL) about 29 minutes"),
+        "eval_users": (20, "the results table's users per need (on ml-100k 18 have pools: 54), 10 s a pool under "
+                           "load, three evaluations (before training, after SFT, after RL) about 29 minutes"),
         "monitor_users": (5, "the validation curve's users per need during training: 15 pools"),
         "eval_every": (8, "a validation point every 8 steps (3 in all, about 5 minutes)"),
         "save_every": (4, "a checkpoint every 4 steps (8 minutes of work; about 1.4 GB each)"),
     },
     "full": {
-        "lora_rank": (16, "LoRA adapters and the slot rows train (the same method as the cpu recipe)"),
+        **_PRETRAINED,
         "batch_size": (16, "SFT batch in one pass (bf16 on a GPU)"),
         "sft_steps": (600, "SFT budget"),
-        "sft_lr": (1e-3, "LoRA rate; not swept on validation users"),
-        "need_stagger": (0, "a pretrained model reads the need from its instruction: no curriculum"),
         "rl_steps": (300, "RL budget"),
-        "lr": (2e-4, "RL rate for LoRA; not swept on validation users"),
         "prompts_per_step": (16, "RL prompts per step"),
         "group_size": (8, "G lists per prompt"),
         "monitor_users": (30, "the validation curve's users per need during training"),
@@ -249,6 +249,14 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
 def with_data_defaults(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` (settings given by the user) completed with ``DATA_DEFAULTS`` of their ``data``."""
     return {**DATA_DEFAULTS.get(values.get("data", TrainConfig.data), {}), **values}
+
+
+def resolve(values: dict[str, Any]) -> TrainConfig:
+    """The config of the settings a user gave (``values``): the data's defaults, then the ``--size`` recipe of a
+    pretrained model, each only for what is still unset; everything else TrainConfig's defaults. The one place
+    the CLI and the experiments turn given settings into a config."""
+    values = with_data_defaults(values)
+    return apply_size(TrainConfig(**values), given=set(values))
 
 # Settings that only the RL stage reads (``unused_settings``): a run with rl_steps 0 is the same run
 # whatever they are. The uncertainty settings are read only by --reward-mode flexrec.
@@ -401,8 +409,7 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
         v = getattr(args, f.name)
         if v is not None:
             values[f.name] = v
-    values = with_data_defaults(values)
-    return apply_size(TrainConfig(**values), given=set(values))
+    return resolve(values)
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

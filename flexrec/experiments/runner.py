@@ -189,13 +189,12 @@ def check_against_trainer(run: Path, stage: str, per_user: dict, split: str) -> 
 
 
 def train_cfg(base: dict, *overrides: dict):
-    from flexrec.config import TrainConfig, apply_size, with_data_defaults
+    from flexrec.config import resolve
 
     values = dict(base)
     for o in overrides:
         values.update(o)
-    values = with_data_defaults(values)  # then a pretrained model's --size recipe, for what is still unset
-    return apply_size(TrainConfig(**values), given=set(values))
+    return resolve(values)
 
 
 @dataclass

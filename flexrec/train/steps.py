@@ -23,7 +23,7 @@ def sft_step(policy, optimizer, batch, gains: torch.Tensor, cfg: TrainConfig) ->
     optimizer.zero_grad(set_to_none=True)
     loss_sum, entropy_sum = 0.0, 0.0
     for rows in micro_batches(B, cfg.micro_batch):
-        ids, mask = trim_padding(batch.input_ids[rows], batch.attention_mask[rows])
+        ids, mask = chunk_of(batch, rows, B)
         logprob, entropy = policy.logprobs(ids, mask, target[rows], cfg.temperature)
         share = (rows.stop - rows.start) / B  # sft_loss is a mean over examples: each chunk's share of it
         loss = rl.sft_loss(logprob[:, 0, :n]) * share
@@ -39,6 +39,14 @@ def micro_batches(n: int, size: int) -> list[slice]:
     """Consecutive row slices of at most ``size`` rows covering 0..n-1 (``size`` 0: one slice of all n)."""
     size = size or n
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def chunk_of(batch, rows: slice, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts of one micro-batch (``rows`` of the batch's ``n``), with the padding columns they all share
+    dropped; the whole batch as it is (collate already pads it to its longest prompt)."""
+    if rows.start == 0 and rows.stop == n:
+        return batch.input_ids, batch.attention_mask
+    return trim_padding(batch.input_ids[rows], batch.attention_mask[rows])
 
 
 def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +96,7 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
         optimizer.zero_grad(set_to_none=True)
         sums = dict.fromkeys(("loss", "kl", "entropy", "clip_frac"), 0.0)
         for rows in chunks:
-            ids, ids_mask = trim_padding(batch.input_ids[rows], batch.attention_mask[rows])
+            ids, ids_mask = chunk_of(batch, rows, P)
             logprob, entropy = policy.logprobs(ids, ids_mask, perm[rows], cfg.temperature)
             out = rl.ppo_clip_loss(logprob, rollout.logprob[rows], ref_logprob[rows], advantages[rows], entropy,
                                    mask[rows], cfg.clip, cfg.kl_coef, cfg.entropy_coef)
