@@ -108,18 +108,13 @@ class RandomRanker(Recommender):
 
 
 class PopularityRanker(Recommender):
-    """Items by how often they were interacted with in the observed data (histories + training feedback)."""
+    """Items by their plays before the user's cutoff day (``InteractionData.popularity_before``), most
+    played first: what a popularity list could know when the user's pool is ranked, nothing from later."""
 
     name = "popularity"
 
-    def fit(self, data, train_users):
-        super().fit(data, train_users)
-        inter = training_interactions(data, train_users)
-        self.counts = np.bincount(inter.items, minlength=data.n_items).astype(np.float32)
-        return self
-
     def score_pool(self, example):
-        return self.counts[example.items]
+        return self.data.popularity_before(example.user)[example.items]
 
 
 class ItemKNN(Recommender):

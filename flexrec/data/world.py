@@ -152,6 +152,22 @@ class InteractionData:
         weights = 0.5 ** ((end - 1 - np.arange(end)) / self.trend_half_life)
         return (weights @ self.daily_popularity[:end]).astype(self.daily_popularity.dtype)
 
+    def popularity_before(self, user: int) -> np.ndarray:
+        """Every item's plays on the days before the user's cutoff (all users' interactions the system had
+        seen by then): the popularity a recommender could know when it ranks the user's pool. With one
+        cutoff for everyone (the synthetic world) this is ``item_popularity``'s plays; with per-user cutoffs
+        (MovieLens) it leaves out what other users rated after this user's cutoff. Running totals are built
+        once per data set.
+
+        Shapes: -> (n_items,) float64.
+        """
+        cache = self.__dict__.setdefault("_plays_before_day", {})
+        if "totals" not in cache:
+            daily = np.asarray(self.daily_popularity, np.float64)
+            cache["totals"] = np.concatenate([np.zeros((1, self.n_items)), daily.cumsum(0)])  # row d: days < d
+        totals = cache["totals"]
+        return totals[min(max(int(self.cutoff_day[user]), 0), len(totals) - 1)]
+
     def recent_popularity(self, user: int, items: np.ndarray) -> np.ndarray:
         """Short-term plays of `items` before the user's cutoff (``trend_scores``).
 

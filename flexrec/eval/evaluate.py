@@ -133,15 +133,15 @@ class PolicyRanker:
 
 
 class ItemPopularityRanker:
-    """The dataset's item popularity (``InteractionData.item_popularity``), most popular first; the same
-    order for every user and need, ties in slot order. The trainer's reference row."""
+    """Most played first by each user's ``InteractionData.popularity_before`` (plays before the user's
+    cutoff day, so nothing from the user's future); ties in slot order. The trainer's reference row."""
 
     def __init__(self, data):
-        self.popularity = torch.as_tensor(data.item_popularity, dtype=torch.float64)
+        self.data = data
 
     def rank(self, examples: list) -> torch.Tensor:
-        items = torch.from_numpy(np.stack([e.items for e in examples]))
-        return torch.argsort(-self.popularity[items], dim=-1, stable=True)
+        scores = torch.from_numpy(np.stack([self.data.popularity_before(e.user)[e.items] for e in examples]))
+        return torch.argsort(-scores, dim=-1, stable=True)
 
 
 def format_table(results: dict[str, dict[str, Interval]], title: str = "") -> str:

@@ -251,3 +251,18 @@ def test_the_tiny_model_on_real_data_sees_a_whole_line_in_layer_0(hand_files, tm
     assert policy.model.config.sliding_window == SIGNAL_LINE_TOKENS != TINY_CONFIG["sliding_window"]
     v_proj = policy.model.model.layers[0].self_attn.v_proj.weight
     assert torch.equal(v_proj, torch.eye(*v_proj.shape)) == line_copy  # the line-copy prior, and only with it
+
+
+def test_popularity_counts_only_plays_before_the_users_cutoff_by_hand(hand_files):
+    data = hand_data(hand_files)
+    plays = {data.user_keys[u]: {data.item_keys[i]: float(c) for i, c in enumerate(data.popularity_before(u)) if c}
+             for u in range(data.n_users)}
+    # User 1's future starts on day 5: days 0-4 hold items 1, 2 (user 1) and 3, 4 (user 2). User 2's starts on
+    # day 8: by then item 3 was also rated by user 1 (day 5), item 4 (day 6) and item 5 (day 7).
+    assert plays == {"1": {"1": 1.0, "2": 1.0, "3": 1.0, "4": 1.0},
+                     "2": {"1": 1.0, "2": 1.0, "3": 2.0, "4": 2.0, "5": 1.0}}
+    examples = build_examples(data, needs=["maximize_interest"], split="all", K=3)
+    ranker = PopularityRanker().fit(data, np.arange(data.n_users))
+    for ex in examples:  # the baseline's scores are those counts, never the later plays
+        expect = [plays[data.user_keys[ex.user]].get(data.item_keys[i], 0.0) for i in ex.items]
+        np.testing.assert_array_equal(ranker.score_pool(ex), expect)
