@@ -206,6 +206,19 @@ def fill_labels(cfg: TrainConfig, data, splits: dict, train_ex: list) -> tuple[t
     return gains, gain_var, lines
 
 
+def shuffled_slots(rng: np.random.Generator, n: int, K: int) -> np.ndarray:
+    """A new candidate order for each of ``n`` pools (``--shuffle-slots``). Shapes: -> (n, K) int64."""
+    return np.argsort(rng.random((n, K)), axis=1)
+
+
+def permute_pool(example, order: np.ndarray):
+    """``example`` with its candidates in ``order`` (slot k now holds the old slot order[k]'s item, labels
+    and feedback). Shapes: order (K,) a permutation of 0..K-1."""
+    return dataclasses.replace(example, items=example.items[order], true_labels=example.true_labels[order],
+                               observed_labels=example.observed_labels[order],
+                               observed_mask=example.observed_mask[order])
+
+
 def evaluate_split(run: Run, split: str, ranker=None, label: str = "") -> dict:
     """Mean metrics per need on ``split`` (RESULTS_SPLIT or MONITOR; the policy's greedy rankings unless
     ``ranker``); under torchrun each rank ranks its share of the batches. ``label``: a progress bar of pools."""
@@ -265,9 +278,17 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
             active = run.by_need[: 1 + step // cfg.need_stagger] if cfg.need_stagger and sft else run.by_need
             idx = sample_batch(run.sample_rng, active, step, cfg.batch_size if sft else cfg.prompts_per_step,
                                cfg.need_pure_batches, run.sft_weights[: len(active)] if sft else None)
-            idx = distributed.shard(idx)  # every rank drew the same global batch; each keeps its share
-            batch = run.collate([run.examples["train"][i] for i in idx], run.tokenizer, run.data).to(run.device)
-            gains, gain_var = run.gains[idx].to(run.device), run.gain_var[idx].to(run.device)
+            order = shuffled_slots(run.sample_rng, len(idx), run.gains.shape[1]) if cfg.shuffle_slots else None
+            rows = distributed.shard(np.arange(len(idx)))  # every rank drew the same global batch; each keeps its share
+            idx = idx[rows]
+            examples = [run.examples["train"][i] for i in idx]
+            gains, gain_var = run.gains[idx], run.gain_var[idx]
+            if order is not None:
+                order = torch.from_numpy(order[rows])
+                examples = [permute_pool(ex, p.numpy()) for ex, p in zip(examples, order)]
+                gains, gain_var = gains.gather(1, order), gain_var.gather(1, order)
+            batch = run.collate(examples, run.tokenizer, run.data).to(run.device)
+            gains, gain_var = gains.to(run.device), gain_var.to(run.device)
             if sft:
                 logs = sft_step(run.policy, run.optimizer, batch, gains, cfg)
             else:
