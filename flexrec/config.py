@@ -72,6 +72,8 @@ class TrainConfig:
     tiny_layers: int = 2  # tiny preset: transformer layers (layer 0 local, see flexrec.models.presets)
     tiny_line_copy: bool = True  # tiny preset on real data's compact prompts: layer 0 starts copying each candidate
     # line's signal tokens onto its slot (flexrec.models.presets; docs/real-data-protocol.md). No effect elsewhere
+    need_in_lines: bool = False  # real data's compact prompts: every candidate line starts with the need's tag, so the
+    # tiny model's local layer can weigh the line's signals per need (docs/real-data-protocol.md). No effect elsewhere
     shuffle_slots: bool = False  # each training batch draws a new order of every pool's candidates (slot <ck> names
     # another film each time), so the policy cannot learn which slot number was good for a training user; the
     # order, the gains and their variances move together. Off: pools keep the order they were built in

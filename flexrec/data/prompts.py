@@ -154,7 +154,7 @@ SIGNAL_LINE_TOKENS = len(SIGNAL_NAMES) + 2 + 1  # five tiers, the novelty flag, 
 
 # (ours) The compact prompt keeps everything a need depends on within each candidate's own line, and
 # ends with the need as a tag token; the measurements behind this form: docs/DESIGN.md, "Compact prompts".
-def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
+def compact_prompt(example, data: InteractionData, trend: bool = True, need_in_lines: bool = False) -> str:
     """Shapes: one RankingExample -> one string ending where the first slot token is due.
 
     The whole history is summarised per topic (so no ``max_history``). ``trend``: show each
@@ -162,7 +162,8 @@ def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
     On real data (``InteractionData.compact_signals``) each line is one token per ``history_signals`` tier
     (tiers within the pool), the novelty flag of the need's rule (``InteractionData.novel_items``) and the
     user's rating of the film's genres, then the slot: "<pop3><tr7><co1><aff4><q8><seen><r4><c3>"
-    (``signal_tokens``: the tokenizer must hold them as single tokens).
+    (``signal_tokens``: the tokenizer must hold them as single tokens). ``need_in_lines`` (real data only): every
+    such line starts with the need's tag, "<need:trend_promotion><pop3>...<c3>" (``SIGNAL_LINE_TOKENS`` + 1 tokens).
     """
     tiers = data.trend_tiers(example.user) if trend and not data.compact_signals else None
     h_items, h_fb, _ = data.history(example.user)
@@ -184,7 +185,8 @@ def compact_prompt(example, data: InteractionData, trend: bool = True) -> str:
         # one token per signal, all within the local layer's window of the slot (SIGNAL_LINE_TOKENS); the
         # genre names are left out: aff, the rating and the novelty flag summarise them (docs/real-data-protocol.md)
         words = [f"<{name}{tier}>" for name, tier in zip(SIGNAL_NAMES, signals[:, k]) if trend or name != "tr"]
-        return "".join(words + [f"<{'new' if new[k] else 'seen'}>", f"<r{rating}>", f"<c{k}>"])
+        lead = [f"<need:{example.need}>"] if need_in_lines else []
+        return "".join(lead + words + [f"<{'new' if new[k] else 'seen'}>", f"<r{rating}>", f"<c{k}>"])
 
     # The instruction comes last, closed by the need's name as one tag token ("need: trend_promotion"),
     # so the answer position holds the need itself. Without the tag (the paraphrase alone, first or

@@ -39,7 +39,8 @@ def make_collate(cfg: TrainConfig) -> Callable[..., RankingBatch]:
     """collate(examples, tokenizer, data) -> RankingBatch, with the prompts this config asks for."""
     if use_compact_prompts(cfg):
         return lambda examples, tok, data: collate(examples, tok, data,
-                                                   render=lambda e: compact_prompt(e, data, cfg.trend_tags))
+                                                   render=lambda e: compact_prompt(e, data, cfg.trend_tags,
+                                                                                  cfg.need_in_lines))
     return lambda examples, tok, data: collate(examples, tok, data, max_history=cfg.history_max, trend=cfg.trend_tags)
 
 
@@ -51,7 +52,7 @@ def make_tokenizer_factory(data: InteractionData, examples: list[RankingExample]
     def factory():
         step = max(1, len(examples) // n_prompts)
         if use_compact_prompts(cfg):
-            prompts = [compact_prompt(ex, data, cfg.trend_tags) for ex in examples[::step]]
+            prompts = [compact_prompt(ex, data, cfg.trend_tags, cfg.need_in_lines) for ex in examples[::step]]
         else:
             bootstrap = train_tiny_tokenizer()
             prompts = [format_prompt(ex, data, bootstrap, cfg.history_max, cfg.trend_tags) for ex in examples[::step]]
@@ -74,7 +75,7 @@ def build_policy(cfg: TrainConfig, data: InteractionData, train_examples: list[R
 
     overrides = tiny_overrides(cfg)
     if use_compact_prompts(cfg) and data.compact_signals:  # the local layer sees a whole candidate line
-        overrides.update(sliding_window=SIGNAL_LINE_TOKENS, line_copy=cfg.tiny_line_copy)
+        overrides.update(sliding_window=SIGNAL_LINE_TOKENS + int(cfg.need_in_lines), line_copy=cfg.tiny_line_copy)
     return load_policy(cfg.model, cfg.num_candidates, make_tokenizer_factory(data, train_examples, cfg), str(device),
                        cfg.lora_rank, cfg.gradient_checkpointing, cfg.seed,
                        Path(cfg.cache_dir) if cfg.cache_dir else None, tiny_overrides=overrides)

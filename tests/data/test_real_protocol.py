@@ -204,6 +204,24 @@ def test_the_tiny_tokenizer_reads_each_signal_as_one_token(hand_files):
         assert tok.convert_ids_to_tokens(tok(text.rsplit("<c", 1)[0], add_special_tokens=False)["input_ids"]) == words
 
 
+def test_need_in_lines_puts_the_need_tag_in_every_lines_window(hand_files, tmp_path):
+    from flexrec.config import TrainConfig
+    from flexrec.train.build import build_policy, make_tokenizer_factory
+
+    data = hand_data(hand_files)
+    examples = build_examples(data, needs=["trend_promotion"], split="all", K=3)
+    plain, tagged = compact_prompt(examples[0], data), compact_prompt(examples[0], data, need_in_lines=True)
+    assert tagged.splitlines()[:3] == ["<need:trend_promotion>" + line for line in plain.splitlines()[:3]]
+    assert tagged.splitlines()[3] == plain.splitlines()[3]  # the instruction line as before
+    cfg = TrainConfig(data="csv", num_candidates=3, cache_dir=str(tmp_path), need_in_lines=True)
+    tok = make_tokenizer_factory(data, examples, cfg)()
+    text = tagged.splitlines()[0]
+    ids = tok(text.rsplit("<c", 1)[0], add_special_tokens=False)["input_ids"]
+    assert len(ids) + 1 == SIGNAL_LINE_TOKENS + 1  # the tag is one token, and with the slot the line fits the window
+    policy, _ = build_policy(cfg, data, examples)
+    assert policy.model.config.sliding_window == SIGNAL_LINE_TOKENS + 1
+
+
 def test_compact_prompt_on_real_data_reads_no_future(hand_files, tmp_path):
     """Changing what happens on or after user 1's cutoff day (its own future ratings; user 2's ratings after
     it) leaves user 1's compact prompt unchanged, character for character."""
