@@ -105,6 +105,9 @@ class TrainConfig:
     sft_lr: float = 3e-3  # not swept on validation users (docs/TUNING.md)
     sft_positions: int = 5  # SFT loss on the first n steps of the target ranking (0 = all K-1): the
     # order below the NDCG cutoff is mostly ties and noise
+    sft_ties: str = "order"  # how SFT scores a target step whose best remaining label ties: "order", the NLL of the
+    # slot-order tie-break (one member); "set", the NLL of the whole tied set (rl.tied_target_logprob), so the
+    # arbitrary order of equal labels (explore_new_topics' many 0s) is not taught (docs/real-data-protocol.md)
     # ---- RL ----------------------------------------------------------------------------------
     reward_mode: str = "flexrec"  # flexrec | flexrec-nounc | seq | rank | independent | noncausal
     rl_steps: int = 300  # optimiser steps of RL (0 = skip)
@@ -427,6 +430,7 @@ _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": (
             "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
             "critic_recalibrate": ("none", "val", "heldout", "heldout-groups"),
             "critic_observed_var": ("zero", "estimate"), "real_protocol": ("known", "implicit", "sparse"),
+            "sft_ties": ("order", "set"),
             "size": ("auto", "cpu", "full")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",

@@ -260,6 +260,27 @@ def ppo_clip_loss(
     return PPOLoss(loss, policy_loss.detach(), kl.detach(), ent.detach(), clip_frac)
 
 
+def tied_target_logprob(logits: Tensor, perm: Tensor, gains: Tensor, temperature: float = 1.0) -> Tensor:
+    """Log-prob that step t picks *any* remaining candidate whose gain equals that of the target's step-t choice.
+
+    ``perm`` is the target ranking by ``gains`` (best first, ties in any order). Where the target's choice ties
+    with other remaining candidates the order among them is arbitrary (explore_new_topics' pools are mostly
+    label 0), so the likelihood of the tied set is the probability mass on the set, not on one member: a step
+    whose remaining candidates all tie costs nothing. Without ties it equals ``permutation_logprob``'s log-prob.
+
+    Shapes: logits (N, K, K) step t's logits over the K candidates, perm (N, K), gains (N, K) by candidate
+    -> (N, K) float32 (float64 for float64 logits).
+    """
+    from flexrec.ops.reference import permutation_mask
+
+    used = permutation_mask(perm)  # (N, K, K): chosen before step t
+    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    logp = torch.log_softmax((x / temperature).masked_fill(used, float("-inf")), dim=-1)
+    target_gain = gains.gather(-1, perm)  # (N, K): the gain of step t's target
+    tied = (gains[:, None, :] == target_gain[:, :, None]) & ~used  # (N, K, K), holds the target itself
+    return torch.logsumexp(logp.masked_fill(~tied, float("-inf")), dim=-1)
+
+
 def sft_loss(logprob: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     """Negative log-likelihood of a target permutation, mean over steps. Shapes: (N, K) -> ()."""
     if mask is None:

@@ -10,13 +10,14 @@ import torch
 
 from flexrec import rl
 from flexrec.config import REWARD_MODES, TrainConfig, need_weight_items
-from flexrec.ops import swap_reward, swap_reward_var
+from flexrec.ops import permutation_logprob, swap_reward, swap_reward_var
 from flexrec.train import distributed
 
 
 def sft_step(policy, optimizer, batch, gains: torch.Tensor, cfg: TrainConfig) -> dict:
-    """Teacher-forced NLL of the ranking by the filled labels (ties broken by slot order), in micro-batches of
-    ``cfg.micro_batch`` examples whose gradients add up to the whole batch's (one optimiser step)."""
+    """Teacher-forced NLL of the ranking by the filled labels (ties broken by slot order; with ``cfg.sft_ties``
+    "set" a tied step scores its whole tied set), in micro-batches of ``cfg.micro_batch`` examples whose
+    gradients add up to the whole batch's (one optimiser step)."""
     B, K = gains.shape
     target = torch.argsort(-gains, dim=-1, stable=True)[:, None]  # (B, 1, K)
     n = min(cfg.sft_positions or K - 1, K - 1)  # the last step is forced (one candidate left)
@@ -24,7 +25,13 @@ def sft_step(policy, optimizer, batch, gains: torch.Tensor, cfg: TrainConfig) ->
     loss_sum, entropy_sum = 0.0, 0.0
     for rows in micro_batches(B, cfg.micro_batch):
         ids, mask = chunk_of(batch, rows, B)
-        logprob, entropy = policy.logprobs(ids, mask, target[rows], cfg.temperature)
+        if cfg.sft_ties == "set":
+            logits = policy.step_logits(ids, mask, target[rows])[:, 0]  # (b, K, K)
+            logprob = rl.tied_target_logprob(logits, target[rows, 0], gains[rows], cfg.temperature)[:, None]
+            with torch.no_grad():
+                entropy = permutation_logprob(logits, target[rows, 0], cfg.temperature)[1][:, None]
+        else:
+            logprob, entropy = policy.logprobs(ids, mask, target[rows], cfg.temperature)
         share = (rows.stop - rows.start) / B  # sft_loss is a mean over examples: each chunk's share of it
         loss = rl.sft_loss(logprob[:, 0, :n]) * share
         check_finite_loss(loss)

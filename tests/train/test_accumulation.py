@@ -32,14 +32,14 @@ def test_trim_padding_drops_only_all_padding_columns():
     assert trim_padding(ids[:, 1:], mask[:, 1:])[0] is not None
 
 
-@pytest.mark.parametrize("micro", [1, 4])
-def test_sft_micro_batches_take_the_whole_batch_step(world_and_policy, micro):
+@pytest.mark.parametrize("micro,ties", [(1, "order"), (4, "order"), (2, "set")])
+def test_sft_micro_batches_take_the_whole_batch_step(world_and_policy, micro, ties):
     _, examples, policy, _, batch = world_and_policy
     gains = torch.stack([torch.from_numpy(e.true_labels).float() for e in examples])
     results = []
     for m in (0, micro):
         p = copy.deepcopy(policy)
-        logs = sft_step(p, _sgd(p), batch, gains, _cfg(m))
+        logs = sft_step(p, _sgd(p), batch, gains, dataclasses.replace(_cfg(m), sft_ties=ties))
         results.append((logs, [q.detach().clone() for q in p.trainable_parameters()]))
     (whole_logs, whole), (part_logs, part) = results
     assert part_logs["sft/loss"] == pytest.approx(whole_logs["sft/loss"], rel=1e-5)
@@ -47,6 +47,18 @@ def test_sft_micro_batches_take_the_whole_batch_step(world_and_policy, micro):
     assert any(moved)
     for a, b in zip(whole, part):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_sft_ties_set_costs_less_than_the_slot_order_where_labels_tie(world_and_policy):
+    # the tied set holds the slot-order target, so its NLL can only be lower, and lower where a step ties
+    _, examples, policy, _, batch = world_and_policy
+    gains = torch.stack([torch.from_numpy(e.true_labels).float() for e in examples])
+    gains = torch.where(gains < gains.median(), torch.zeros_like(gains), gains)  # many ties at 0
+    loss = {}
+    for ties in ("order", "set"):
+        p = copy.deepcopy(policy)
+        loss[ties] = sft_step(p, _sgd(p), batch, gains, dataclasses.replace(_cfg(0), sft_ties=ties, sft_positions=0))["sft/loss"]
+    assert loss["set"] < loss["order"] - 1e-3
 
 
 def test_rl_micro_batches_take_the_whole_batch_step(world_and_policy):
