@@ -22,9 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flexrec.experiments",
                                 description="Run one of the paper-style experiments and write results/NAME.md.")
     p.add_argument("name", choices=sorted(EXPERIMENTS))
-    p.add_argument("--size", default="quick", choices=[s for s in SIZES if s != "smoke"] + ["smoke"],
-                   help="quick: all five experiments on a 2-core CPU within 30 minutes; default: the budget of "
-                        "python -m flexrec.train (about 15 minutes per experiment on CPU); full: a GPU run (smoke: tests only)")
+    p.add_argument("--size", default=None, choices=[s for s in SIZES if s != "smoke"] + ["smoke"],
+                   help="quick (without --confirm, the default): all five experiments on a 2-core CPU within 30 minutes; "
+                        "default: the budget of python -m flexrec.train (about 15 minutes per experiment on CPU); full: a "
+                        "GPU run (smoke: tests only). --confirm needs it given: the size the settings were chosen at")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds 0..N-1 (each its own world, split and runs; default 3), or with --confirm the first N "
                         f"of the reserved seeds {CONFIRM_SEEDS[0]}-{CONFIRM_SEEDS[-1]} (default all {len(CONFIRM_SEEDS)})")
@@ -71,6 +72,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if unknown:
             raise SystemExit(f"--setting {unknown[0]!r}: {args.name} has the settings {', '.join(map(repr, labels))}")
         exp = dataclasses.replace(exp, settings=[s for s in exp.settings if s.label in args.setting])
+    if args.size is None and args.confirm:
+        # a final report at an unintended size spends the test users on runs nobody chose (quick is the default
+        # for exploring, not for confirming)
+        raise SystemExit(f"python -m flexrec.experiments {args.name} --confirm: give --size, the size the settings "
+                         "were chosen at (e.g. --size default, the budget of python -m flexrec.train)")
+    args.size = args.size or "quick"
     seeds = args.seeds if args.seeds is not None else (len(CONFIRM_SEEDS) if args.confirm else 3)
     try:
         out = run_experiment(exp, args.size, seeds, args.model, args.data, args.device, args.runs,

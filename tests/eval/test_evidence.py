@@ -69,6 +69,8 @@ def test_experiments_cli_refuses_reserved_seeds_without_confirm(monkeypatch):
         cli.main(["rl-tuning", "--seeds", "101", "--size", "smoke"])
     with pytest.raises(SystemExit, match="--confirm runs 1 to 5 seeds"):
         cli.main(["rl-tuning", "--confirm", "--seeds", "6", "--size", "smoke"])
+    with pytest.raises(SystemExit, match="--confirm: give --size"):  # never the exploring default, quick, by omission
+        cli.main(["rl-tuning", "--confirm", "--seeds", "1"])
 
 
 def test_rl_tuning_sweeps_lr_and_cutoff_on_validation_users():
