@@ -30,6 +30,14 @@ def test_movielens_defaults_to_k_20_unless_the_user_gives_k(tmp_path):
     assert parse_args(["--config", str(path), "--data", "synthetic"]).num_candidates == 10
 
 
+def test_ml100k_shuffles_slots_and_scores_tied_sets_unless_told_otherwise():
+    cfg = parse_args(["--data", "ml-100k"])
+    assert cfg.shuffle_slots and cfg.sft_ties == "set"
+    cfg = parse_args(["--data", "ml-100k", "--no-shuffle-slots", "--sft-ties", "order"])
+    assert not cfg.shuffle_slots and cfg.sft_ties == "order"
+    assert not parse_args([]).shuffle_slots and parse_args([]).sft_ties == "order"  # synthetic: unchanged
+
+
 def test_every_data_default_is_a_valid_setting():
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for data, defaults in DATA_DEFAULTS.items():
