@@ -88,6 +88,7 @@ def write_report(exp: Experiment, out: dict, out_dir: str | Path, command: str, 
             for compare in exp.compare_also:
                 lines += _deltas(compare, by_method, needs, n_boot, part.setdefault(f"vs {compare[0]}", {}))
             lines += _versus_random(by_method, needs, n_boot)
+            lines += _against_floors(exp, by_method, needs, n_boot, part)
             lines += _against_paper(exp, by_method, needs, n_boot, base)
             png = out_dir / f"{exp.name}-{_slug(heading)}.png"
             _bars(by_method, needs, f"{exp.name}: {heading}", png)
@@ -151,6 +152,36 @@ def _versus_random(by_method: dict, needs: list[str], n_boot: int) -> list[str]:
         return [f"Reading (generated): every row differs from `random` in {need} NDCG@5 (paired 95% interval).", ""]
     return [f"Reading (generated): in {need} NDCG@5 these rows are indistinguishable from `random` (the paired "
             f"95% interval contains 0): {', '.join(f'`{m}`' for m in same)}.", ""]
+
+
+FLOORS = ("random", "popularity")
+
+
+def _against_floors(exp: Experiment, by_method: dict, needs: list[str], n_boot: int, summary: dict) -> list[str]:
+    """Every trained method (SFT and RL) minus each floor (random order, popularity), paired, per need: whether
+    training beat what needs no training (the bar of the real-data issue)."""
+    floors = [f for f in FLOORS if f in by_method]
+    trained = [m.label for m in exp.methods if m.kind in ("sft", "rl") and m.label in by_method]
+    if not floors or not trained:
+        return []
+    lines = ["Paired difference in NDCG@5, each trained method minus " + " and ".join(f"`{f}`" for f in floors)
+             + " (seed-aware 95% interval; above 0: the trained method is ahead):", "",
+             "| method | " + " | ".join(f"{need} minus {f}" for need in needs for f in floors) + " |",
+             "|---|" + "---|" * (len(needs) * len(floors))]
+    ahead = {f: {need: 0 for need in needs} for f in floors}
+    for method in trained:
+        cells = []
+        for need in needs:
+            for f in floors:
+                iv = paired_delta(by_method[method], by_method[f], need, "ndcg@5", n_boot)
+                summary.setdefault("floors", {}).setdefault(method, {}).setdefault(need, {})[f] = iv.as_dict()
+                ahead[f][need] += iv.lo > 0
+                cells.append(f"{iv.mean:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Reading (generated): " + "; ".join(
+        f"ahead of `{f}` on {need}: {ahead[f][need]}/{len(trained)} trained methods" for need in needs for f in floors)
+        + ".", ""]
+    return lines
 
 
 def _against_paper(exp: Experiment, by_method: dict, needs: list[str], n_boot: int, base: dict) -> list[str]:
