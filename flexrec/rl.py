@@ -11,7 +11,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from flexrec.ops.reference import discounts, idcg
+from flexrec.ops.reference import _masked_scaled, discounts, idcg, permutation_mask
 
 
 def in_rank_order(values: Tensor, perm: Tensor) -> Tensor:
@@ -260,25 +260,24 @@ def ppo_clip_loss(
     return PPOLoss(loss, policy_loss.detach(), kl.detach(), ent.detach(), clip_frac)
 
 
-def tied_target_logprob(logits: Tensor, perm: Tensor, gains: Tensor, temperature: float = 1.0) -> Tensor:
-    """Log-prob that step t picks *any* remaining candidate whose gain equals that of the target's step-t choice.
+def tied_target_logprob(logits: Tensor, perm: Tensor, gains: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Log-prob that step t picks *any* remaining candidate whose gain equals that of the target's step-t choice,
+    and each step's entropy.
 
     ``perm`` is the target ranking by ``gains`` (best first, ties in any order). Where the target's choice ties
     with other remaining candidates the order among them is arbitrary (explore_new_topics' pools are mostly
     label 0), so the likelihood of the tied set is the probability mass on the set, not on one member: a step
-    whose remaining candidates all tie costs nothing. Without ties it equals ``permutation_logprob``'s log-prob.
+    whose remaining candidates all tie costs nothing. Without ties both outputs equal ``permutation_logprob``'s.
 
     Shapes: logits (N, K, K) step t's logits over the K candidates, perm (N, K), gains (N, K) by candidate
-    -> (N, K) float32 (float64 for float64 logits).
+    -> logprob (N, K), entropy (N, K), float32 (float64 for float64 logits).
     """
-    from flexrec.ops.reference import permutation_mask
-
     used = permutation_mask(perm)  # (N, K, K): chosen before step t
-    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-    logp = torch.log_softmax((x / temperature).masked_fill(used, float("-inf")), dim=-1)
+    logp = torch.log_softmax(_masked_scaled(logits, used, temperature), dim=-1)
     target_gain = gains.gather(-1, perm)  # (N, K): the gain of step t's target
     tied = (gains[:, None, :] == target_gain[:, :, None]) & ~used  # (N, K, K), holds the target itself
-    return torch.logsumexp(logp.masked_fill(~tied, float("-inf")), dim=-1)
+    entropy = -(logp.exp() * logp.masked_fill(used, 0.0)).sum(-1)
+    return torch.logsumexp(logp.masked_fill(~tied, float("-inf")), dim=-1), entropy
 
 
 def sft_loss(logprob: Tensor, mask: Optional[Tensor] = None) -> Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from flexrec import rl
 from flexrec.config import REWARD_MODES, TrainConfig, need_weight_items
-from flexrec.ops import permutation_logprob, swap_reward, swap_reward_var
+from flexrec.ops import swap_reward, swap_reward_var
 from flexrec.train import distributed
 
 
@@ -27,9 +27,8 @@ def sft_step(policy, optimizer, batch, gains: torch.Tensor, cfg: TrainConfig) ->
         ids, mask = chunk_of(batch, rows, B)
         if cfg.sft_ties == "set":
             logits = policy.step_logits(ids, mask, target[rows])[:, 0]  # (b, K, K)
-            logprob = rl.tied_target_logprob(logits, target[rows, 0], gains[rows], cfg.temperature)[:, None]
-            with torch.no_grad():
-                entropy = permutation_logprob(logits, target[rows, 0], cfg.temperature)[1][:, None]
+            logprob, entropy = (x[:, None] for x in rl.tied_target_logprob(logits, target[rows, 0], gains[rows],
+                                                                           cfg.temperature))
         else:
             logprob, entropy = policy.logprobs(ids, mask, target[rows], cfg.temperature)
         share = (rows.stop - rows.start) / B  # sft_loss is a mean over examples: each chunk's share of it

@@ -128,11 +128,11 @@ def test_tied_target_logprob_scores_the_tied_set_by_hand():
     # remain and tie at 0, so the whole remaining mass: log 1 = 0 (slot order alone would score log 1/2). Step 2: 0.
     logits = torch.zeros(1, 3, 3)
     perm, gains = torch.tensor([[0, 1, 2]]), torch.tensor([[1.0, 0.0, 0.0]])
-    out = rl.tied_target_logprob(logits, perm, gains)
+    out, _ = rl.tied_target_logprob(logits, perm, gains)
     torch.testing.assert_close(out, torch.tensor([[math.log(1 / 3), 0.0, 0.0]]))
     # Gains (0.5, 0.5, 0.2) with logits (0, log 2, 0) at step 0: the tied set {0, 1} holds 3/4 of the mass.
     logits = torch.tensor([[[0.0, math.log(2.0), 0.0]] * 3])
-    out = rl.tied_target_logprob(logits, perm, torch.tensor([[0.5, 0.5, 0.2]]))
+    out, _ = rl.tied_target_logprob(logits, perm, torch.tensor([[0.5, 0.5, 0.2]]))
     assert out[0, 0].item() == pytest.approx(math.log(3 / 4))
     assert out[0, 1].item() == pytest.approx(math.log(2 / 3))  # candidate 1 alone at step 1: 2 / (2 + 1)
 
@@ -144,9 +144,9 @@ def test_tied_target_logprob_without_ties_is_the_permutation_logprob():
     logits = torch.randn(4, 6, 6, generator=g, requires_grad=True)
     gains = torch.rand(4, 6, generator=g)  # continuous: no ties
     perm = torch.argsort(-gains, dim=-1, stable=True)
-    torch.testing.assert_close(rl.tied_target_logprob(logits, perm, gains, 0.7),
-                               permutation_logprob(logits, perm, 0.7)[0])
-    rl.tied_target_logprob(logits, perm, gains).sum().backward()
+    for ours, reference in zip(rl.tied_target_logprob(logits, perm, gains, 0.7), permutation_logprob(logits, perm, 0.7)):
+        torch.testing.assert_close(ours, reference)  # the log-probs and the entropies
+    rl.tied_target_logprob(logits, perm, gains)[0].sum().backward()
     assert torch.isfinite(logits.grad).all()
 
 
