@@ -144,6 +144,7 @@ class TrainConfig:
     need_weights: str = "explore_new_topics=2"  # SFT sampling weight of a need's examples ("need=w,..."; unlisted: 1).
     # explore_new_topics, the need that least resembles the others, was learned late: at step 1300-1500 of 1500
     # on seed 0 (the other two in 200). Drawn twice as often: by step 750 on seeds 1 and 2, 1000-1250 on seed 0
+    rl_need_weights: str = ""  # RL sampling weight of a need's prompts (the same form; "" or unlisted: 1)
     grad_clip: float = 1.0  # max gradient norm
     # ---- run ---------------------------------------------------------------------------------
     seed: int = 0
@@ -271,8 +272,13 @@ def resolve(values: dict[str, Any]) -> TrainConfig:
 # Settings that only the RL stage reads (``unused_settings``): a run with rl_steps 0 is the same run
 # whatever they are. The uncertainty settings are read only by --reward-mode flexrec.
 RL_SETTINGS = ("reward_mode", "rl_steps", "lr", "prompts_per_step", "group_size", "ppo_epochs", "clip", "kl_coef",
-               "entropy_coef", "ndcg_cutoff", "adv_delta", "adv_baseline", "unc_eps", "unc_max_weight", "unc_form")
+               "entropy_coef", "ndcg_cutoff", "adv_delta", "adv_baseline", "unc_eps", "unc_max_weight", "unc_form",
+               "rl_need_weights")
 UNCERTAINTY_SETTINGS = ("unc_eps", "unc_max_weight", "unc_form")
+# Settings added after runs were kept whose value here computes exactly what the trainer computed before they
+# existed: a saved run without one ran at this value (``flexrec.experiments.adapters.run_finished``). Only a
+# setting whose old behaviour is bit-identical belongs here (rl_need_weights "": the unweighted RL draw).
+ADDED_SETTINGS_AS_BEFORE = {"rl_need_weights": ""}
 
 
 def unused_settings(cfg: TrainConfig) -> set[str]:
@@ -458,11 +464,12 @@ def validate(cfg: TrainConfig, needs: dict) -> None:
     for spec in dict.fromkeys(need_list(cfg.need, needs) + need_list(cfg.eval_needs or cfg.need, needs)):
         if spec not in needs:
             problems.append(f"unknown need {spec!r}; known needs: {', '.join(sorted(needs))}")
-    for name, weight in need_weight_items(cfg.need_weights):
-        if name not in needs or not weight.replace(".", "", 1).isdigit() or float(weight) <= 0:
-            problems.append(f"--need-weights {cfg.need_weights!r}: expected need=weight pairs with known needs "
+    for field in ("need_weights", "rl_need_weights"):
+        spec = getattr(cfg, field)
+        if any(name not in needs or not weight.replace(".", "", 1).isdigit() or float(weight) <= 0
+               for name, weight in need_weight_items(spec)):
+            problems.append(f"--{field.replace('_', '-')} {spec!r}: expected need=weight pairs with known needs "
                             f"({', '.join(sorted(needs))}) and positive weights, e.g. explore_new_topics=2")
-            break
     if cfg.num_candidates < 2:
         problems.append(f"--num-candidates must be >= 2, got {cfg.num_candidates}")
     for name in _AT_LEAST_ONE:

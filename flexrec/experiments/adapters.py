@@ -21,16 +21,17 @@ from flexrec.train.rundir import read_run_config
 
 def run_finished(run_dir: Path, cfg) -> bool:
     """A run with this exact config already ran to the end (results.json is written last)."""
-    from flexrec.config import to_dict, unused_settings
+    from flexrec.config import ADDED_SETTINGS_AS_BEFORE, to_dict, unused_settings
 
     if not (run_dir / "results.json").is_file() or not (run_dir / "checkpoint.pt").is_file():
         return False
     saved, want = read_run_config(run_dir), to_dict(cfg)
     # Strict: a setting the saved run lacks was added to the trainer later, and its default need not
     # be what the old trainer did (e.g. `prompt`), so such a run is trained again. Settings the run
-    # never read (the RL settings of an SFT-only run, `flexrec.config.unused_settings`) need not match.
+    # never read (the RL settings of an SFT-only run, `flexrec.config.unused_settings`) need not match; a
+    # setting in `ADDED_SETTINGS_AS_BEFORE` that the run lacks ran at the value listed there.
     missing, skip = object(), {"out", "resume", "progress", "overwrite", "report_to"} | unused_settings(cfg)
-    return all(saved.get(k, missing) == v for k, v in want.items() if k not in skip)
+    return all(saved.get(k, ADDED_SETTINGS_AS_BEFORE.get(k, missing)) == v for k, v in want.items() if k not in skip)
 
 
 def train_run(cfg) -> Path:

@@ -59,6 +59,7 @@ class Run:
     gain_var: torch.Tensor  # (N, K) their variances (0 where observed)
     by_need: list[np.ndarray]  # training pool indices of each need, in the SFT curriculum's order
     sft_weights: list[float]  # SFT sampling weight of each need of by_need
+    rl_weights: list[float]  # RL sampling weight of each need of by_need
     sample_rng: np.random.Generator
     gumbel_gen: torch.Generator
     optimizer: torch.optim.Optimizer
@@ -164,7 +165,8 @@ def setup(cfg: TrainConfig) -> Run:
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.sft_lr if cfg.sft_steps else cfg.lr,
                                   weight_decay=0.0)
     run = Run(cfg, device, data, examples, policy, tok, make_collate(cfg), rundir, gains, gain_var, by_need,
-              need_weights(cfg, need_order), np.random.default_rng([cfg.seed, 1]),
+              need_weights(cfg.need_weights, need_order), need_weights(cfg.rl_need_weights, need_order),
+              np.random.default_rng([cfg.seed, 1]),
               torch.Generator().manual_seed(cfg.seed + 2), optimizer, report_lines=report_lines)
     if resume is not None:
         run.start, run.results = resume["step"], resume["results"]
@@ -277,7 +279,7 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
             _stage(bar, "SFT" if sft else "RL")
             active = run.by_need[: 1 + step // cfg.need_stagger] if cfg.need_stagger and sft else run.by_need
             idx = sample_batch(run.sample_rng, active, step, cfg.batch_size if sft else cfg.prompts_per_step,
-                               cfg.need_pure_batches, run.sft_weights[: len(active)] if sft else None)
+                               cfg.need_pure_batches, run.sft_weights[: len(active)] if sft else run.rl_weights)
             order = shuffled_slots(run.sample_rng, len(idx), run.gains.shape[1]) if cfg.shuffle_slots else None
             rows = distributed.shard(np.arange(len(idx)))  # every rank drew the same global batch; each keeps its share
             idx = idx[rows]

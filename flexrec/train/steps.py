@@ -135,9 +135,10 @@ def sample_batch(rng: np.random.Generator, by_need: list[np.ndarray], step: int,
     return pool[rng.choice(len(pool), min(n, len(pool)), replace=False, p=p)]
 
 
-def need_weights(cfg: TrainConfig, needs: list[str]) -> list[float]:
-    """The SFT sampling weight of each of ``needs`` from ``cfg.need_weights`` ("need=w,..."; unlisted: 1)."""
-    given = {name: float(weight) for name, weight in need_weight_items(cfg.need_weights)}
+def need_weights(spec: str, needs: list[str]) -> list[float]:
+    """The sampling weight of each of ``needs`` from ``spec`` (``cfg.need_weights`` for SFT,
+    ``cfg.rl_need_weights`` for RL: "need=w,..."; unlisted: 1)."""
+    given = {name: float(weight) for name, weight in need_weight_items(spec)}
     return [given.get(need, 1.0) for need in needs]
 
 

@@ -178,6 +178,13 @@ def test_run_finished_ignores_only_the_settings_a_run_never_read(tmp_path):
     assert not run_finished(tmp_path, TrainConfig(reward_mode="seq", lr=1.0, out="x"))
     saved(reward_mode="flexrec", unc_eps=0.1)
     assert not run_finished(tmp_path, TrainConfig(reward_mode="flexrec", unc_eps=10.0, out="x"))
+    # a run kept from before rl_need_weights existed ran the unweighted RL draw: reused at "" only
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["rl_need_weights"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert run_finished(tmp_path, TrainConfig(reward_mode="flexrec", unc_eps=0.1, out="x"))
+    weighted = TrainConfig(reward_mode="flexrec", unc_eps=0.1, rl_need_weights="trend_promotion=2", out="x")
+    assert not run_finished(tmp_path, weighted)
     (tmp_path / "results.json").unlink()  # an unfinished run is never reused
     assert not run_finished(tmp_path, TrainConfig(reward_mode="flexrec", unc_eps=0.1, out="x"))
 

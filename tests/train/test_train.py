@@ -109,6 +109,7 @@ def test_interrupted_run_saves_a_resumable_checkpoint_midway(tmp_path, small_con
         (dict(reward_mode="vibes"), "--reward-mode"),
         (dict(need_weights="explore_new_topics=0"), "--need-weights"),
         (dict(need_weights="world_peace=2"), "--need-weights"),
+        (dict(rl_need_weights="trend_promotion=-1"), "--rl-need-weights"),
         (dict(adv_baseline="median"), "--adv-baseline"),
     ],
 )
@@ -165,8 +166,7 @@ def test_need_weights_set_how_often_each_need_is_drawn():
 
     from flexrec.train.steps import need_weights, sample_batch
 
-    cfg = TrainConfig(need_weights="explore_new_topics=3")
-    weights = need_weights(cfg, ["maximize_interest", "explore_new_topics"])
+    weights = need_weights("explore_new_topics=3", ["maximize_interest", "explore_new_topics"])
     assert weights == [1.0, 3.0]
     by_need = [np.arange(0, 500), np.arange(500, 1000)]  # two needs, 500 examples each
     rng = np.random.default_rng(0)
@@ -176,6 +176,28 @@ def test_need_weights_set_how_often_each_need_is_drawn():
     # equal weights keep the unweighted draw (the same random stream as with no weights)
     a, b = np.random.default_rng(1), np.random.default_rng(1)
     assert (sample_batch(a, by_need, 0, 16, False, [1.0, 1.0]) == sample_batch(b, by_need, 0, 16, False)).all()
+
+
+def test_sft_and_rl_draw_needs_by_their_own_weights(tmp_path, small_config, monkeypatch):
+    from flexrec.train import loop
+
+    seen, original = [], loop.sample_batch
+
+    def recording(rng, by_need, step, n, pure, weights=None):
+        seen.append((step, weights))
+        return original(rng, by_need, step, n, pure, weights)
+
+    monkeypatch.setattr(loop, "sample_batch", recording)
+    cfg = small_config(tmp_path, need="maximize_interest,explore_new_topics", need_stagger=0, sft_steps=2,
+                       rl_steps=2, need_weights="explore_new_topics=2", rl_need_weights="maximize_interest=3")
+    train(cfg)
+    order = cfg.need_order.split(",")
+    needs = sorted(["maximize_interest", "explore_new_topics"], key=order.index)
+    sft = {n: w for n, w in zip(needs, seen[0][1])}
+    rl = {n: w for n, w in zip(needs, seen[-1][1])}
+    assert [step for step, _ in seen] == [0, 1, 2, 3]
+    assert sft == {"maximize_interest": 1.0, "explore_new_topics": 2.0}
+    assert rl == {"maximize_interest": 3.0, "explore_new_topics": 1.0}
 
 
 def test_shuffled_slots_move_items_labels_and_gains_together():
