@@ -72,6 +72,8 @@ class TrainConfig:
     tiny_layers: int = 2  # tiny preset: transformer layers (layer 0 local, see flexrec.models.presets)
     tiny_line_copy: bool = True  # tiny preset on real data's compact prompts: layer 0 starts copying each candidate
     # line's signal tokens onto its slot (flexrec.models.presets; docs/real-data-protocol.md). No effect elsewhere
+    signal_tiers: int = 10  # real data's compact prompts: each history signal is shown as its rank tier 0..N-1 within
+    # the pool (flexrec.data.prompts.history_signals); N = K shows each candidate's own rank. No effect elsewhere
     need_in_lines: bool = False  # real data's compact prompts: every candidate line starts with the need's tag, so the
     # tiny model's local layer can weigh the line's signals per need (docs/real-data-protocol.md). No effect elsewhere
     shuffle_slots: bool = False  # each training batch draws a new order of every pool's candidates (slot <ck> names
@@ -277,8 +279,9 @@ RL_SETTINGS = ("reward_mode", "rl_steps", "lr", "prompts_per_step", "group_size"
 UNCERTAINTY_SETTINGS = ("unc_eps", "unc_max_weight", "unc_form")
 # Settings added after runs were kept whose value here computes exactly what the trainer computed before they
 # existed: a saved run without one ran at this value (``flexrec.experiments.adapters.run_finished``). Only a
-# setting whose old behaviour is bit-identical belongs here (rl_need_weights "": the unweighted RL draw).
-ADDED_SETTINGS_AS_BEFORE = {"rl_need_weights": ""}
+# setting whose old behaviour is bit-identical belongs here (rl_need_weights "": the unweighted RL draw;
+# signal_tiers 10: the compact line's tiers before the setting existed).
+ADDED_SETTINGS_AS_BEFORE = {"rl_need_weights": "", "signal_tiers": 10}
 
 
 def unused_settings(cfg: TrainConfig) -> set[str]:
@@ -442,7 +445,7 @@ _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": (
             "size": ("auto", "cpu", "full")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",
-                 "dist_timeout")
+                 "dist_timeout", "signal_tiers")
 _NON_NEGATIVE = ("rl_steps", "sft_steps", "lora_rank", "need_stagger", "eval_users", "monitor_users", "micro_batch",
                  "sft_positions", "ndcg_cutoff", "critic_epochs", "threads")
 

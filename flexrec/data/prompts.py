@@ -92,10 +92,10 @@ SIGNAL_TIERS = 10  # the per-candidate history signals of compact prompts are ti
 SIGNAL_NAMES = ("pop", "tr", "co", "aff", "q")  # the rows of ``history_signals``, in order
 
 
-def history_signals(data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
+def history_signals(data: InteractionData, user: int, items: np.ndarray, tiers: int = SIGNAL_TIERS) -> np.ndarray:
     """Per-candidate signals computed only from what happened before the user's cutoff day (never the
     user's future, nor other users' interactions on or after that day), for compact prompts on real data
-    (``InteractionData.compact_signals``), each the candidate's rank tier 0..9 within the pool (a pool of
+    (``InteractionData.compact_signals``), each the candidate's rank tier 0..tiers-1 within the pool (a pool of
     rated films is mostly in the catalogue's top quintiles, so catalogue tiers would barely tell its
     candidates apart):
     - pop: overall popularity (all users' history interactions before the cutoff day);
@@ -105,7 +105,8 @@ def history_signals(data: InteractionData, user: int, items: np.ndarray) -> np.n
     - aff: the user's affinity for its genres, the mean share of the history of the item's genres;
     - q: the item's mean rating in all users' histories before the cutoff day, shrunk to that period's mean
       rating by 10 pseudo-ratings.
-    Tied values share the lowest tier of their group, so equal values show equal tiers.
+    Tied values share the lowest tier of their group, so equal values show equal tiers. With ``tiers`` equal to
+    the pool's size each candidate's tier is its rank.
 
     Shapes: items (K,) -> (5, K) int64, rows in ``SIGNAL_NAMES`` order.
     """
@@ -122,7 +123,7 @@ def history_signals(data: InteractionData, user: int, items: np.ndarray) -> np.n
     signals = (counts[items], data.recent_popularity(user, items),
                cooccurrence_scores(data, user, before_day=cutoff)[items],
                (topics * share[None, :]).sum(1) / np.maximum(topics.sum(1), 1), quality[items])
-    return np.stack([np.searchsorted(np.sort(x), x, side="left") * SIGNAL_TIERS // len(x) for x in signals])
+    return np.stack([np.searchsorted(np.sort(x), x, side="left") * tiers // len(x) for x in signals])
 
 
 def _history_totals_before(data: InteractionData, day: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,10 +141,10 @@ def _history_totals_before(data: InteractionData, day: int) -> tuple[np.ndarray,
     return cache["counts"][d], cache["sums"][d]
 
 
-def signal_tokens() -> list[str]:
+def signal_tokens(tiers: int = SIGNAL_TIERS) -> list[str]:
     """The one-token words of a compact candidate line on real data (``compact_prompt``): each history
-    signal's tier, the novelty flag and the user's rating of the genres ("-": none seen)."""
-    return ([f"<{name}{t}>" for name in SIGNAL_NAMES for t in range(SIGNAL_TIERS)] + ["<new>", "<seen>"]
+    signal's tier (0..tiers-1), the novelty flag and the user's rating of the genres ("-": none seen)."""
+    return ([f"<{name}{t}>" for name in SIGNAL_NAMES for t in range(tiers)] + ["<new>", "<seen>"]
             + [f"<r{r}>" for r in ("-", 1, 2, 3, 4, 5)])
 
 
@@ -154,7 +155,8 @@ SIGNAL_LINE_TOKENS = len(SIGNAL_NAMES) + 2 + 1  # five tiers, the novelty flag, 
 
 # (ours) The compact prompt keeps everything a need depends on within each candidate's own line, and
 # ends with the need as a tag token; the measurements behind this form: docs/DESIGN.md, "Compact prompts".
-def compact_prompt(example, data: InteractionData, trend: bool = True, need_in_lines: bool = False) -> str:
+def compact_prompt(example, data: InteractionData, trend: bool = True, need_in_lines: bool = False,
+                   signal_tiers: int = SIGNAL_TIERS) -> str:
     """Shapes: one RankingExample -> one string ending where the first slot token is due.
 
     The whole history is summarised per topic (so no ``max_history``). ``trend``: show each
@@ -164,6 +166,7 @@ def compact_prompt(example, data: InteractionData, trend: bool = True, need_in_l
     user's rating of the film's genres, then the slot: "<pop3><tr7><co1><aff4><q8><seen><r4><c3>"
     (``signal_tokens``: the tokenizer must hold them as single tokens). ``need_in_lines`` (real data only): every
     such line starts with the need's tag, "<need:trend_promotion><pop3>...<c3>" (``SIGNAL_LINE_TOKENS`` + 1 tokens).
+    ``signal_tiers``: how many rank tiers each history signal has within the pool (``history_signals``).
     """
     tiers = data.trend_tiers(example.user) if trend and not data.compact_signals else None
     h_items, h_fb, _ = data.history(example.user)
@@ -171,7 +174,7 @@ def compact_prompt(example, data: InteractionData, trend: bool = True, need_in_l
     count = h_topics.sum(0)
     mean = (h_topics * data.normalized_interest(h_fb)[:, None]).sum(0) / np.maximum(count, 1.0)
 
-    signals = history_signals(data, example.user, example.items) if data.compact_signals else None
+    signals = history_signals(data, example.user, example.items, signal_tiers) if data.compact_signals else None
     new = data.novel_items(example.user, example.items) if data.compact_signals else None
 
     def line(k: int, item: int) -> str:

@@ -40,7 +40,7 @@ def make_collate(cfg: TrainConfig) -> Callable[..., RankingBatch]:
     if use_compact_prompts(cfg):
         return lambda examples, tok, data: collate(examples, tok, data,
                                                    render=lambda e: compact_prompt(e, data, cfg.trend_tags,
-                                                                                  cfg.need_in_lines))
+                                                                                  cfg.need_in_lines, cfg.signal_tiers))
     return lambda examples, tok, data: collate(examples, tok, data, max_history=cfg.history_max, trend=cfg.trend_tags)
 
 
@@ -52,7 +52,8 @@ def make_tokenizer_factory(data: InteractionData, examples: list[RankingExample]
     def factory():
         step = max(1, len(examples) // n_prompts)
         if use_compact_prompts(cfg):
-            prompts = [compact_prompt(ex, data, cfg.trend_tags, cfg.need_in_lines) for ex in examples[::step]]
+            prompts = [compact_prompt(ex, data, cfg.trend_tags, cfg.need_in_lines, cfg.signal_tiers)
+                       for ex in examples[::step]]
         else:
             bootstrap = train_tiny_tokenizer()
             prompts = [format_prompt(ex, data, bootstrap, cfg.history_max, cfg.trend_tags) for ex in examples[::step]]
@@ -60,7 +61,7 @@ def make_tokenizer_factory(data: InteractionData, examples: list[RankingExample]
         if use_compact_prompts(cfg):
             tok.add_tokens([f"<need:{name}>" for name in NEEDS], special_tokens=True)
             if data.compact_signals:
-                tok.add_tokens(signal_tokens(), special_tokens=True)
+                tok.add_tokens(signal_tokens(cfg.signal_tiers), special_tokens=True)
         return tok
 
     return factory

@@ -204,6 +204,25 @@ def test_the_tiny_tokenizer_reads_each_signal_as_one_token(hand_files):
         assert tok.convert_ids_to_tokens(tok(text.rsplit("<c", 1)[0], add_special_tokens=False)["input_ids"]) == words
 
 
+def test_signal_tiers_as_many_as_candidates_show_each_candidates_rank(hand_files):
+    from flexrec.config import TrainConfig
+    from flexrec.data.prompts import history_signals
+    from flexrec.train.build import make_tokenizer_factory
+
+    data = hand_data(hand_files)
+    examples = build_examples(data, needs=["maximize_interest"], split="all", K=3)
+    ex = examples[0]
+    ten, own = history_signals(data, ex.user, ex.items), history_signals(data, ex.user, ex.items, tiers=3)
+    # 3 candidates at 10 tiers sit at 0, 3 or 6 by rank (ties share the lowest); at 3 tiers the tier is the rank
+    assert set(np.unique(ten)) <= {0, 3, 6}
+    assert (own == np.stack([np.searchsorted(np.sort(row), row) for row in ten])).all() and own.max() <= 2
+    assert len(signal_tokens(20)) == len(signal_tokens()) + 5 * 10
+    lines = compact_prompt(ex, data, signal_tiers=3).splitlines()[:3]
+    assert {w for text in lines for w in re.findall(r"<[^<>]+>", text)[:-1]} <= set(signal_tokens(3))
+    tok = make_tokenizer_factory(data, examples, TrainConfig(data="csv", signal_tiers=20))()
+    assert tok.convert_ids_to_tokens(tok("<pop19><q17>", add_special_tokens=False)["input_ids"]) == ["<pop19>", "<q17>"]
+
+
 def test_need_in_lines_puts_the_need_tag_in_every_lines_window(hand_files, tmp_path):
     from flexrec.config import TrainConfig
     from flexrec.train.build import build_policy, make_tokenizer_factory
