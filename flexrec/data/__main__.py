@@ -18,7 +18,7 @@ from flexrec.eval.metrics import ndcg_at_k
 
 from . import DATASETS, NEEDS, SOURCES, build_examples, load
 from .pools import split_users
-from .prompts import SIGNAL_NAMES, count_tokens, history_signals, render_prompt
+from .prompts import SIGNAL_NAMES, SIGNAL_TIERS, count_tokens, history_signals, render_prompt
 from .protocol import default_pool_size, explore_coverage, trend_tie_share
 from .slots import add_slot_tokens
 from .tiny_tokenizer import default_corpus, train_tiny_tokenizer
@@ -39,9 +39,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protocol-report", action="store_true",
                         help="print the real-data protocol's measurements (docs/real-data-protocol.md) and stop")
     parser.add_argument("--protocol", default="known", help="with --protocol-report: known | implicit | sparse")
+    parser.add_argument("--signal-tiers", type=int, default=SIGNAL_TIERS,
+                        help="with --protocol-report: the history signals' tiers within the pool (the trainer's "
+                             "--signal-tiers; K gives each candidate its rank)")
     args = parser.parse_args(argv)
     if args.protocol_report:
-        measure(args.data, args.protocol, args.K or 20, args.seed, args.users or 0, args.path)
+        measure(args.data, args.protocol, args.K or 20, args.seed, args.users or 0, args.path, args.signal_tiers)
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -82,10 +85,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, seed: int = 0, users: int = 0,
-            path: str | None = None) -> None:
+            path: str | None = None, tiers: int = SIGNAL_TIERS) -> None:
     """Print the measurements of docs/real-data-protocol.md (``--protocol-report``):
     explore coverage per novelty share and trend ties on training users; each history signal and the
-    baselines as rankers on validation users (never test users). ``users``: the first N of each split (0: all)."""
+    baselines as rankers on validation users (never test users). ``users``: the first N of each split (0: all);
+    ``tiers``: the signals' tiers within the pool (``history_signals``)."""
     data = load(data_name, path, protocol=protocol, seed=seed)
     splits = split_users(data, seed=seed)
     train = splits["train"][: users or None]
@@ -101,11 +105,11 @@ def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, se
     for need in ("maximize_interest", "explore_new_topics", "trend_promotion"):
         ex = [e for e in examples if e.need == need]
         rel = torch.from_numpy(np.stack([e.true_labels for e in ex]))
-        signals = np.stack([history_signals(data, e.user, e.items) for e in ex]).astype(np.float64)
+        signals = np.stack([history_signals(data, e.user, e.items, tiers) for e in ex]).astype(np.float64)
         for j, name in enumerate(SIGNAL_NAMES):
             score = torch.from_numpy(signals[:, j] + 0.5 * rng.random(signals[:, j].shape))  # ties at random
             ndcg = ndcg_at_k(torch.argsort(score, -1, descending=True), rel, 5).mean()
-            print(f"val: {need} {name} tier as a ranker NDCG@5 {ndcg:.3f}", flush=True)
+            print(f"val: {need} {name} tier (of {tiers}) as a ranker NDCG@5 {ndcg:.3f}", flush=True)
         for ranker in (RandomRanker, PopularityRanker, ItemKNN):
             ndcg = ndcg_at_k(ranker(seed).fit(data, splits["train"]).rank(ex), rel, 5).mean()
             print(f"val: {need} {ranker.name} NDCG@5 {ndcg:.3f}", flush=True)
