@@ -196,7 +196,7 @@ def test_fork_run_refuses_a_warm_start_from_another_world_or_critic(tmp_path):
     sft = tmp_path / "sft"
     sft.mkdir()
     for key, value in (("world_evidence", "sparse"), ("critic_evidence", True), ("critic_recalibrate", "val"),
-                       ("critic_observed_var", "estimate"), ("critic_cold_views", True)):
+                       ("critic_observed_var", "estimate"), ("critic_cold_views", True), ("signal_tiers", 20)):
         (sft / "config.json").write_text(json.dumps(to_dict(TrainConfig(rl_steps=0, **{key: value}))))
         with pytest.raises(ValueError, match=f"fork_run: {key} differs from the SFT run"):
             fork_run(sft, TrainConfig(out=str(tmp_path / "rl")))
