@@ -191,12 +191,15 @@ def _against_paper(exp: Experiment, by_method: dict, needs: list[str], n_boot: i
     if paper is None:
         return []
     pairs = [(a, b) for a, b in paper.pairs if a in by_method and b in by_method]
+    from flexrec.config import resolve
+
     model = base.get("model", "tiny")
+    K = resolve(dict(base)).num_candidates  # the data's default K where the settings give none (ml-100k: 20)
     model_text = "the tiny preset (randomly initialised)" if model == "tiny" else f"`{model}`"
     lines = [f"Against the paper: {paper.claim} Only the direction of each pair is compared, never a level: the "
              "paper post-trains a pretrained instruction-tuned LLM on real data (FLEXREC.md section 8) with "
              f"K = 30 candidates; these runs train {model_text} on `{base.get('data', 'synthetic')}` with "
-             f"K = {base.get('num_candidates', 10)}.", "",
+             f"K = {K}.", "",
              "| paper: above | paper: below | " + " | ".join(needs) + " |", "|---|---|" + "---|" * len(needs)]
     differs = []
     for above, below in pairs:

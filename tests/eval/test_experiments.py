@@ -201,3 +201,19 @@ def test_fork_run_refuses_a_warm_start_from_another_world_or_critic(tmp_path):
         with pytest.raises(ValueError, match=f"fork_run: {key} differs from the SFT run"):
             fork_run(sft, TrainConfig(out=str(tmp_path / "rl")))
     assert not (tmp_path / "rl").exists()
+
+
+def test_the_reports_paper_check_names_the_k_the_runs_used():
+    from flexrec.eval.evaluate import METRICS
+    from flexrec.experiments.report import _against_paper
+    from flexrec.experiments.runner import Cell
+
+    exp, rng = EXPERIMENTS["joint"], np.random.default_rng(0)
+    by_method = {}
+    for method in exp.methods:
+        by_method[method.label] = Cell()
+        for seed in (0, 1):
+            by_method[method.label].add(seed, {"maximize_interest": {m: rng.random(6) for m in METRICS}})
+    for base, K in (({"data": "ml-100k"}, 20), ({"data": "synthetic"}, 10), ({"num_candidates": 30}, 30)):
+        text = "\n".join(_against_paper(exp, by_method, ["maximize_interest"], 20, base))
+        assert f"with K = {K}." in text, base  # ml-100k's K comes from its data defaults, not the settings
