@@ -21,17 +21,33 @@ from flexrec.train.rundir import read_run_config
 
 def run_finished(run_dir: Path, cfg) -> bool:
     """A run with this exact config already ran to the end (results.json is written last)."""
-    from flexrec.config import ADDED_SETTINGS_AS_BEFORE, to_dict, unused_settings
-
     if not (run_dir / "results.json").is_file() or not (run_dir / "checkpoint.pt").is_file():
         return False
+    return not settings_differing(run_dir, cfg)
+
+
+def settings_differing(run_dir: Path, cfg) -> list[str]:
+    """The settings of ``cfg`` that the run saved in ``run_dir`` ran with other values, as "name: saved -> wanted".
+
+    Strict: a setting the saved run lacks was added to the trainer later, and its default need not be what the old
+    trainer did (e.g. `prompt`), so it differs. Settings the run never read (the RL settings of an SFT-only run,
+    `flexrec.config.unused_settings`) do not; a setting in `ADDED_SETTINGS_AS_BEFORE` that the run lacks ran at the
+    value listed there."""
+    from flexrec.config import ADDED_SETTINGS_AS_BEFORE, to_dict, unused_settings
+
     saved, want = read_run_config(run_dir), to_dict(cfg)
-    # Strict: a setting the saved run lacks was added to the trainer later, and its default need not
-    # be what the old trainer did (e.g. `prompt`), so such a run is trained again. Settings the run
-    # never read (the RL settings of an SFT-only run, `flexrec.config.unused_settings`) need not match; a
-    # setting in `ADDED_SETTINGS_AS_BEFORE` that the run lacks ran at the value listed there.
-    missing, skip = object(), {"out", "resume", "progress", "overwrite", "report_to"} | unused_settings(cfg)
-    return all(saved.get(k, ADDED_SETTINGS_AS_BEFORE.get(k, missing)) == v for k, v in want.items() if k not in skip)
+    skip = {"out", "resume", "progress", "overwrite", "report_to"} | unused_settings(cfg)
+    missing = "(not in the run)"
+    return [f"{k}: {saved.get(k, ADDED_SETTINGS_AS_BEFORE.get(k, missing))!r} -> {v!r}" for k, v in want.items()
+            if k not in skip and saved.get(k, ADDED_SETTINGS_AS_BEFORE.get(k, missing)) != v]
+
+
+def _replacing(out: Path, cfg) -> None:
+    """Deletes ``out`` before a run is trained there, saying which settings made a finished run there stale."""
+    if (out / "results.json").is_file() and (out / "config.json").is_file():
+        print(f"{out}: a finished run with other settings is replaced ({'; '.join(settings_differing(out, cfg))})",
+              flush=True)
+    shutil.rmtree(out)
 
 
 def train_run(cfg) -> Path:
@@ -41,7 +57,7 @@ def train_run(cfg) -> Path:
     out = Path(cfg.out)
     if not run_finished(out, cfg):
         if out.exists():
-            shutil.rmtree(out)
+            _replacing(out, cfg)
         start = time.time()
         train(cfg)
         (out / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
@@ -76,7 +92,7 @@ def fork_run(sft_run: Path, cfg) -> Path:
         if key in base and base[key] != getattr(cfg, key):
             raise ValueError(f"fork_run: {key} differs from the SFT run ({base[key]!r} vs {getattr(cfg, key)!r})")
     if out.exists():
-        shutil.rmtree(out)
+        _replacing(out, cfg)
     out.mkdir(parents=True)
     state = torch.load(sft_run / "checkpoint.pt", map_location="cpu", weights_only=False)
     if state["step"] != cfg.sft_steps:

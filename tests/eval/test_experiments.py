@@ -158,6 +158,19 @@ def test_validation_split_and_advantage_fidelity(tmp_path):
     assert advantage_fidelity(exact, eps=(), prompts=32)["cosine"][NO_SCALING] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_stale_finished_run_is_replaced_with_the_settings_that_differ_named(tmp_path, capsys):
+    from flexrec.config import TrainConfig, to_dict
+    from flexrec.experiments.adapters import _replacing
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(to_dict(TrainConfig(need_weights="explore_new_topics=2"))))
+    (run / "results.json").write_text("{}")
+    _replacing(run, TrainConfig(need_weights="explore_new_topics=3"))
+    assert not run.exists()
+    assert "need_weights: 'explore_new_topics=2' -> 'explore_new_topics=3'" in capsys.readouterr().out
+
+
 def test_run_finished_ignores_only_the_settings_a_run_never_read(tmp_path):
     from flexrec.config import TrainConfig, to_dict
     from flexrec.experiments.adapters import run_finished
@@ -185,6 +198,9 @@ def test_run_finished_ignores_only_the_settings_a_run_never_read(tmp_path):
     assert run_finished(tmp_path, TrainConfig(reward_mode="flexrec", unc_eps=0.1, out="x"))
     weighted = TrainConfig(reward_mode="flexrec", unc_eps=0.1, rl_need_weights="trend_promotion=2", out="x")
     assert not run_finished(tmp_path, weighted)
+    from flexrec.experiments.adapters import settings_differing
+
+    assert settings_differing(tmp_path, weighted) == ["rl_need_weights: '' -> 'trend_promotion=2'"]
     (tmp_path / "results.json").unlink()  # an unfinished run is never reused
     assert not run_finished(tmp_path, TrainConfig(reward_mode="flexrec", unc_eps=0.1, out="x"))
 
