@@ -11,7 +11,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from flexrec.ops.reference import discounts, idcg, masked_scaled_logits, permutation_mask
+from flexrec.ops.reference import discounts, idcg, masked_log_softmax, permutation_mask
 
 
 def in_rank_order(values: Tensor, perm: Tensor) -> Tensor:
@@ -273,10 +273,9 @@ def tied_target_logprob(logits: Tensor, perm: Tensor, gains: Tensor, temperature
     -> logprob (N, K), entropy (N, K), float32 (float64 for float64 logits).
     """
     used = permutation_mask(perm)  # (N, K, K): chosen before step t
-    logp = torch.log_softmax(masked_scaled_logits(logits, used, temperature), dim=-1)
+    logp, entropy = masked_log_softmax(logits, used, temperature)
     target_gain = gains.gather(-1, perm)  # (N, K): the gain of step t's target
     tied = (gains[:, None, :] == target_gain[:, :, None]) & ~used  # (N, K, K), holds the target itself
-    entropy = -(logp.exp() * logp.masked_fill(used, 0.0)).sum(-1)
     return torch.logsumexp(logp.masked_fill(~tied, float("-inf")), dim=-1), entropy
 
 

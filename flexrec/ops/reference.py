@@ -114,10 +114,19 @@ def swap_reward_var(gains: Tensor, gain_var: Tensor, k: int = 0, mode: str = "ca
     return (s @ (coef * coef).T) * inv2
 
 
-def masked_scaled_logits(logits: Tensor, used: Tensor, temperature: float) -> Tensor:
+def _masked_scaled(logits: Tensor, used: Tensor, temperature: float) -> Tensor:
     """logits / T in float32 (or float64), with used candidates set to -inf."""
     compute = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     return (compute / temperature).masked_fill(used, float("-inf"))
+
+
+def masked_log_softmax(logits: Tensor, used: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """log-softmax(logits / T) over the unused candidates (used ones at -inf), and each row's entropy.
+
+    Shapes: logits (..., K), used (..., K) bool -> logp (..., K), entropy (...); float32 for half-precision logits.
+    """
+    logp = torch.log_softmax(_masked_scaled(logits, used, temperature), dim=-1)
+    return logp, -(logp.exp() * torch.where(used, torch.zeros_like(logp), logp)).sum(-1)
 
 
 def pool_sample(
@@ -135,7 +144,7 @@ def pool_sample(
     ``logprob`` is log-softmax(logits / T) over the unused candidates at the chosen one, float32
     for half-precision logits and the logits' dtype otherwise.
     """
-    x = masked_scaled_logits(logits, used, temperature)
+    x = _masked_scaled(logits, used, temperature)
     score = x if gumbel is None else x + gumbel.to(x.dtype)
     # Every unused candidate at -inf: argmax over the scores could return a used candidate (also
     # at -inf), so such a row picks by 1 (unused) / 0 (used) instead.
@@ -199,13 +208,8 @@ def permutation_logprob(
 
     Shapes: logits (B, K, K), perm (B, K) int64 -> logprob (B, K), entropy (B, K).
     """
-    used = permutation_mask(perm)
-    x = masked_scaled_logits(logits, used, temperature)
-    logp = torch.log_softmax(x, dim=-1)
-    chosen = logp.gather(-1, perm[:, :, None]).squeeze(-1)
-    p = logp.exp()
-    entropy = -(p * torch.where(used, torch.zeros_like(logp), logp)).sum(-1)
-    return chosen, entropy
+    logp, entropy = masked_log_softmax(logits, permutation_mask(perm), temperature)
+    return logp.gather(-1, perm[:, :, None]).squeeze(-1), entropy
 
 
 def permutation_logprob_backward(
@@ -218,7 +222,7 @@ def permutation_logprob_backward(
     and x = logits / T.
     """
     used = permutation_mask(perm)
-    x = masked_scaled_logits(logits, used, temperature)
+    x = _masked_scaled(logits, used, temperature)
     logp = torch.log_softmax(x, dim=-1)
     p = logp.exp()
     safe_logp = torch.where(used, torch.zeros_like(logp), logp)
