@@ -35,11 +35,10 @@ def settings_differing(run_dir: Path, cfg) -> list[str]:
     value listed there."""
     from flexrec.config import ADDED_SETTINGS_AS_BEFORE, to_dict, unused_settings
 
-    saved, want = read_run_config(run_dir), to_dict(cfg)
+    saved = {**ADDED_SETTINGS_AS_BEFORE, **read_run_config(run_dir)}
     skip = {"out", "resume", "progress", "overwrite", "report_to"} | unused_settings(cfg)
-    missing = "(not in the run)"
-    return [f"{k}: {saved.get(k, ADDED_SETTINGS_AS_BEFORE.get(k, missing))!r} -> {v!r}" for k, v in want.items()
-            if k not in skip and saved.get(k, ADDED_SETTINGS_AS_BEFORE.get(k, missing)) != v]
+    return [f"{k}: {saved.get(k, '(not in the run)')!r} -> {v!r}" for k, v in to_dict(cfg).items()
+            if k not in skip and saved.get(k, "(not in the run)") != v]
 
 
 def _replacing(out: Path, cfg) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flexrec.config import resolve
 from flexrec.eval.evaluate import METRICS
 from flexrec.experiments.runner import DirtyTreeError, Experiment, paired_delta, per_seed_delta
 from flexrec.train.report import pyplot, untrained_label
@@ -191,8 +192,6 @@ def _against_paper(exp: Experiment, by_method: dict, needs: list[str], n_boot: i
     if paper is None:
         return []
     pairs = [(a, b) for a, b in paper.pairs if a in by_method and b in by_method]
-    from flexrec.config import resolve
-
     model = base.get("model", "tiny")
     K = resolve(dict(base)).num_candidates  # the data's default K where the settings give none (ml-100k: 20)
     model_text = "the tiny preset (randomly initialised)" if model == "tiny" else f"`{model}`"
