@@ -74,6 +74,8 @@ class TrainConfig:
     # line's signal tokens onto its slot (flexrec.models.presets; docs/real-data-protocol.md). No effect elsewhere
     signal_tiers: int = 10  # real data's compact prompts: each history signal is shown as its rank tier 0..N-1 within
     # the pool (flexrec.data.prompts.history_signals); N = K shows each candidate's own rank. No effect elsewhere
+    signal_scale: str = "rank"  # real data's compact prompts: a signal's tier is its rank or its scaled value in the pool
+    # ("rank" | "value": min-max within the pool, flexrec.data.prompts.history_signals). No effect elsewhere
     need_in_lines: bool = False  # real data's compact prompts: every candidate line starts with the need's tag, so the
     # tiny model's local layer can weigh the line's signals per need (docs/real-data-protocol.md). No effect elsewhere
     shuffle_slots: bool = False  # each training batch draws a new order of every pool's candidates (slot <ck> names
@@ -254,9 +256,11 @@ def apply_size(cfg: TrainConfig, given: Optional[set[str]] = None) -> TrainConfi
 DATA_DEFAULTS: dict[str, dict[str, Any]] = {
     # the known protocol's pools hold each user's 20 future films (LLMRank's K). Shuffled slots with the tied-set SFT
     # loss: better than the earlier default (neither) on every need, validation users of seeds 0 and 1. explore_new_topics
-    # drawn 3 times as often in SFT: learned on seed 2 (0.431, against 0.075 at weight 2), by step 1000 on seed 1
-    # (docs/real-data-protocol.md)
-    "ml-100k": dict(num_candidates=20, shuffle_slots=True, sft_ties="set", need_weights="explore_new_topics=3"),
+    # drawn 3 times as often in SFT: learned on seed 2 (0.431, against 0.075 at weight 2), by step 1000 on seed 1.
+    # Signal tiers by scaled value, not rank: better on every need of validation seeds 0-2, explore_new_topics learned
+    # on all three (docs/real-data-protocol.md)
+    "ml-100k": dict(num_candidates=20, shuffle_slots=True, sft_ties="set", need_weights="explore_new_topics=3",
+                    signal_scale="value"),
     "ml-1m": dict(num_candidates=20),
 }
 
@@ -282,8 +286,8 @@ UNCERTAINTY_SETTINGS = ("unc_eps", "unc_max_weight", "unc_form")
 # Settings added after runs were kept whose value here computes exactly what the trainer computed before they
 # existed: a saved run without one ran at this value (``flexrec.experiments.adapters.run_finished``). Only a
 # setting whose old behaviour is bit-identical belongs here (rl_need_weights "": the unweighted RL draw;
-# signal_tiers 10: the compact line's tiers before the setting existed).
-ADDED_SETTINGS_AS_BEFORE = {"rl_need_weights": "", "signal_tiers": 10}
+# signal_tiers 10, signal_scale "rank": the compact line's tiers before the settings existed).
+ADDED_SETTINGS_AS_BEFORE = {"rl_need_weights": "", "signal_tiers": 10, "signal_scale": "rank"}
 
 
 def unused_settings(cfg: TrainConfig) -> set[str]:
@@ -443,7 +447,7 @@ _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": (
             "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
             "critic_recalibrate": ("none", "val", "heldout", "heldout-groups"),
             "critic_observed_var": ("zero", "estimate"), "real_protocol": ("known", "implicit", "sparse"),
-            "sft_ties": ("order", "set"),
+            "sft_ties": ("order", "set"), "signal_scale": ("rank", "value"),
             "size": ("auto", "cpu", "full")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",

@@ -42,6 +42,7 @@ def collect() -> dict:
         "backend_requested": backend.requested(),
         "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
         "backends": backend.table(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
@@ -53,6 +54,7 @@ def main() -> None:
     print(f"triton       {info['triton']}" + (" (interpreter)" if info["triton_interpret"] else ""))
     print(f"flash-attn   {'yes' if info['flash_attn'] else 'no (sdpa attention is used)'}")
     print(f"GPUs         {', '.join(info['gpus']) or 'none visible'}")
+    print(f"CPU kernels  {info['cpu_capability']} (torch's; results repeat bit for bit on the same one)")
     built = info["compiled"]
     if built:
         cuda = f"yes, archs {built['cuda_archs'] or 'torch default'}" if built["cuda"] else "no"

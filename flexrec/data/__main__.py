@@ -18,7 +18,8 @@ from flexrec.eval.metrics import ndcg_at_k
 
 from . import DATASETS, NEEDS, SOURCES, build_examples, load
 from .pools import split_users
-from .prompts import SIGNAL_NAMES, SIGNAL_TIERS, count_tokens, history_signals, render_prompt
+from .prompts import (SIGNAL_NAMES, SIGNAL_SCALES, SIGNAL_TIERS, count_tokens, history_signal_values, history_signals,
+                      render_prompt)
 from .protocol import default_pool_size, explore_coverage, trend_tie_share
 from .slots import add_slot_tokens
 from .tiny_tokenizer import default_corpus, train_tiny_tokenizer
@@ -42,9 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--signal-tiers", type=int, default=SIGNAL_TIERS,
                         help="with --protocol-report: the history signals' tiers within the pool (the trainer's "
                              "--signal-tiers; K gives each candidate its rank)")
+    parser.add_argument("--signal-scale", default="rank", choices=SIGNAL_SCALES,
+                        help="with --protocol-report: a signal's tier is its rank or its min-max scaled value within "
+                             "the pool (the trainer's --signal-scale)")
     args = parser.parse_args(argv)
     if args.protocol_report:
-        measure(args.data, args.protocol, args.K or 20, args.seed, args.users or 0, args.path, args.signal_tiers)
+        measure(args.data, args.protocol, args.K or 20, args.seed, args.users or 0, args.path, args.signal_tiers,
+                args.signal_scale)
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -85,11 +90,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, seed: int = 0, users: int = 0,
-            path: str | None = None, tiers: int = SIGNAL_TIERS) -> None:
+            path: str | None = None, tiers: int = SIGNAL_TIERS, scale: str = "rank") -> None:
     """Print the measurements of docs/real-data-protocol.md (``--protocol-report``):
     explore coverage per novelty share and trend ties on training users; each history signal and the
     baselines as rankers on validation users (never test users). ``users``: the first N of each split (0: all);
-    ``tiers``: the signals' tiers within the pool (``history_signals``)."""
+    ``tiers``, ``scale``: the signals' tiers within the pool and how they are drawn (``history_signals``)."""
     data = load(data_name, path, protocol=protocol, seed=seed)
     splits = split_users(data, seed=seed)
     train = splits["train"][: users or None]
@@ -105,14 +110,29 @@ def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, se
     for need in ("maximize_interest", "explore_new_topics", "trend_promotion"):
         ex = [e for e in examples if e.need == need]
         rel = torch.from_numpy(np.stack([e.true_labels for e in ex]))
-        signals = np.stack([history_signals(data, e.user, e.items, tiers) for e in ex]).astype(np.float64)
+        signals = np.stack([history_signals(data, e.user, e.items, tiers, scale) for e in ex]).astype(np.float64)
         for j, name in enumerate(SIGNAL_NAMES):
             score = torch.from_numpy(signals[:, j] + 0.5 * rng.random(signals[:, j].shape))  # ties at random
             ndcg = ndcg_at_k(torch.argsort(score, -1, descending=True), rel, 5).mean()
-            print(f"val: {need} {name} tier (of {tiers}) as a ranker NDCG@5 {ndcg:.3f}", flush=True)
+            print(f"val: {need} {name} {scale} tier (of {tiers}) as a ranker NDCG@5 {ndcg:.3f}", flush=True)
+        # The signals' exact values, and trend_promotion's label with the films' mean rating q for the user's own:
+        # how far a policy that reads only these signals could go (docs/real-data-protocol.md, "What the signals allow")
+        values = np.stack([history_signal_values(data, e.user, e.items) for e in ex])
+        exact = {f"{name} exact value": values[:, j] for j, name in enumerate(SIGNAL_NAMES)}
+        exact["0.5 q + 0.5 tr, each min-max in the pool"] = 0.5 * _minmax_rows(values[:, 4]) + 0.5 * _minmax_rows(values[:, 1])
+        for name, x in exact.items():
+            score = torch.from_numpy(x + 1e-9 * rng.random(x.shape))  # ties at random
+            ndcg = ndcg_at_k(torch.argsort(score, -1, descending=True), rel, 5).mean()
+            print(f"val: {need} {name} as a ranker NDCG@5 {ndcg:.3f}", flush=True)
         for ranker in (RandomRanker, PopularityRanker, ItemKNN):
             ndcg = ndcg_at_k(ranker(seed).fit(data, splits["train"]).rank(ex), rel, 5).mean()
             print(f"val: {need} {ranker.name} NDCG@5 {ndcg:.3f}", flush=True)
+
+
+def _minmax_rows(x: np.ndarray) -> np.ndarray:
+    """Each row min-max scaled to [0, 1] (a constant row: 0). Shapes: (n, K) -> (n, K)."""
+    lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
+    return np.where(hi > lo, (x - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
 
 
 if __name__ == "__main__":

@@ -90,25 +90,23 @@ def render_prompt(example: RankingExample, data: InteractionData, tokenizer, max
 
 SIGNAL_TIERS = 10  # the per-candidate history signals of compact prompts are tiers 0..9 within the pool
 SIGNAL_NAMES = ("pop", "tr", "co", "aff", "q")  # the rows of ``history_signals``, in order
+SIGNAL_SCALES = ("rank", "value")  # how ``history_signals`` turns a signal into its tier within the pool
 
 
-def history_signals(data: InteractionData, user: int, items: np.ndarray, tiers: int = SIGNAL_TIERS) -> np.ndarray:
-    """Per-candidate signals computed only from what happened before the user's cutoff day (never the
-    user's future, nor other users' interactions on or after that day), for compact prompts on real data
-    (``InteractionData.compact_signals``), each the candidate's rank tier 0..tiers-1 within the pool (a pool of
-    rated films is mostly in the catalogue's top quintiles, so catalogue tiers would barely tell its
-    candidates apart):
-    - pop: overall popularity (all users' history interactions before the cutoff day);
-    - tr: short-term plays (``InteractionData.recent_popularity``, what trend_promotion's label uses);
+def history_signal_values(data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
+    """The per-candidate signals of ``history_signals`` before they are made tiers, computed only from what
+    happened before the user's cutoff day (never the user's future, nor other users' interactions on or after that
+    day), in ``SIGNAL_NAMES`` order:
+    - pop: overall popularity (all users' history interactions before the cutoff day), as log1p;
+    - tr: short-term plays (``InteractionData.recent_popularity``, what trend_promotion's label uses), as log1p
+      (as the label scales them);
     - co: how often it appears with the user's 10 most recent items in other users' histories before the
-      cutoff day (``flexrec.data.pools.cooccurrence_scores``);
+      cutoff day (``flexrec.data.pools.cooccurrence_scores``), as log1p;
     - aff: the user's affinity for its genres, the mean share of the history of the item's genres;
     - q: the item's mean rating in all users' histories before the cutoff day, shrunk to that period's mean
       rating by 10 pseudo-ratings.
-    Tied values share the lowest tier of their group, so equal values show equal tiers. With ``tiers`` equal to
-    the pool's size each candidate's tier is its rank.
 
-    Shapes: items (K,) -> (5, K) int64, rows in ``SIGNAL_NAMES`` order.
+    Shapes: items (K,) -> (5, K) float64.
     """
     from .pools import cooccurrence_scores
 
@@ -120,10 +118,32 @@ def history_signals(data: InteractionData, user: int, items: np.ndarray, tiers: 
     h_items = data.history(user)[0]
     share = data.item_topics[h_items].mean(0) if len(h_items) else np.zeros(data.n_topics)
     topics = data.item_topics[items]
-    signals = (counts[items], data.recent_popularity(user, items),
-               cooccurrence_scores(data, user, before_day=cutoff)[items],
-               (topics * share[None, :]).sum(1) / np.maximum(topics.sum(1), 1), quality[items])
-    return np.stack([np.searchsorted(np.sort(x), x, side="left") * tiers // len(x) for x in signals])
+    return np.stack([np.log1p(counts[items]), np.log1p(data.recent_popularity(user, items)),
+                     np.log1p(cooccurrence_scores(data, user, before_day=cutoff)[items]),
+                     (topics * share[None, :]).sum(1) / np.maximum(topics.sum(1), 1), quality[items]]).astype(np.float64)
+
+
+def history_signals(data: InteractionData, user: int, items: np.ndarray, tiers: int = SIGNAL_TIERS,
+                    scale: str = "rank") -> np.ndarray:
+    """Per-candidate signals for compact prompts on real data (``InteractionData.compact_signals``): each of
+    ``history_signal_values`` (pop, tr, co, aff, q) as a tier 0..tiers-1 within the pool (a pool of rated films is
+    mostly in the catalogue's top quintiles, so catalogue tiers would barely tell its candidates apart).
+    ``scale`` "rank": the tier is the candidate's rank within the pool in ``tiers`` groups; tied values share the
+    lowest tier of their group, so equal values show equal tiers, and with ``tiers`` equal to the pool's size each
+    candidate's tier is its rank. "value": the tier is the value min-max scaled within the pool and rounded to
+    ``tiers`` levels, so the gap between two tiers says how far apart the values are, not only their order (a
+    constant signal: tier 0).
+
+    Shapes: items (K,) -> (5, K) int64, rows in ``SIGNAL_NAMES`` order.
+    """
+    if scale not in SIGNAL_SCALES:
+        raise ValueError(f"unknown signal scale {scale!r}; use one of {', '.join(SIGNAL_SCALES)}")
+    values = history_signal_values(data, user, items)
+    if scale == "value":
+        from .needs import minmax
+
+        return np.stack([np.floor(minmax(x) * (tiers - 1) + 0.5) for x in values]).astype(np.int64)
+    return np.stack([np.searchsorted(np.sort(x), x, side="left") * tiers // len(x) for x in values])
 
 
 def _history_totals_before(data: InteractionData, day: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +176,7 @@ SIGNAL_LINE_TOKENS = len(SIGNAL_NAMES) + 2 + 1  # five tiers, the novelty flag, 
 # (ours) The compact prompt keeps everything a need depends on within each candidate's own line, and
 # ends with the need as a tag token; the measurements behind this form: docs/DESIGN.md, "Compact prompts".
 def compact_prompt(example, data: InteractionData, trend: bool = True, need_in_lines: bool = False,
-                   signal_tiers: int = SIGNAL_TIERS) -> str:
+                   signal_tiers: int = SIGNAL_TIERS, signal_scale: str = "rank") -> str:
     """Shapes: one RankingExample -> one string ending where the first slot token is due.
 
     The whole history is summarised per topic (so no ``max_history``). ``trend``: show each
@@ -166,7 +186,8 @@ def compact_prompt(example, data: InteractionData, trend: bool = True, need_in_l
     user's rating of the film's genres, then the slot: "<pop3><tr7><co1><aff4><q8><seen><r4><c3>"
     (``signal_tokens``: the tokenizer must hold them as single tokens). ``need_in_lines`` (real data only): every
     such line starts with the need's tag, "<need:trend_promotion><pop3>...<c3>" (``SIGNAL_LINE_TOKENS`` + 1 tokens).
-    ``signal_tiers``: how many rank tiers each history signal has within the pool (``history_signals``).
+    ``signal_tiers``, ``signal_scale``: how many tiers each history signal has within the pool, and whether a tier
+    is the candidate's rank or its scaled value there (``history_signals``).
     """
     tiers = data.trend_tiers(example.user) if trend and not data.compact_signals else None
     h_items, h_fb, _ = data.history(example.user)
@@ -174,7 +195,7 @@ def compact_prompt(example, data: InteractionData, trend: bool = True, need_in_l
     count = h_topics.sum(0)
     mean = (h_topics * data.normalized_interest(h_fb)[:, None]).sum(0) / np.maximum(count, 1.0)
 
-    signals = history_signals(data, example.user, example.items, signal_tiers) if data.compact_signals else None
+    signals = history_signals(data, example.user, example.items, signal_tiers, signal_scale) if data.compact_signals else None
     new = data.novel_items(example.user, example.items) if data.compact_signals else None
 
     def line(k: int, item: int) -> str:

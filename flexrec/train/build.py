@@ -40,7 +40,8 @@ def make_collate(cfg: TrainConfig) -> Callable[..., RankingBatch]:
     if use_compact_prompts(cfg):
         return lambda examples, tok, data: collate(examples, tok, data,
                                                    render=lambda e: compact_prompt(e, data, cfg.trend_tags,
-                                                                                  cfg.need_in_lines, cfg.signal_tiers))
+                                                                                  cfg.need_in_lines, cfg.signal_tiers,
+                                                                                  cfg.signal_scale))
     return lambda examples, tok, data: collate(examples, tok, data, max_history=cfg.history_max, trend=cfg.trend_tags)
 
 
@@ -52,7 +53,8 @@ def make_tokenizer_factory(data: InteractionData, examples: list[RankingExample]
     def factory():
         step = max(1, len(examples) // n_prompts)
         if use_compact_prompts(cfg):
-            prompts = [compact_prompt(ex, data, cfg.trend_tags, cfg.need_in_lines, cfg.signal_tiers)
+            prompts = [compact_prompt(ex, data, cfg.trend_tags, cfg.need_in_lines, cfg.signal_tiers,
+                                      cfg.signal_scale)
                        for ex in examples[::step]]
         else:
             bootstrap = train_tiny_tokenizer()

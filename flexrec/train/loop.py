@@ -140,7 +140,10 @@ def setup(cfg: TrainConfig) -> Run:
     if distributed.world() > 1:  # (the weight sum reads every parameter: only when there are ranks to compare)
         distributed.check_same("data, vocabularies or initial weights",
                                (len(train_ex), len(tok), float(sum(p.detach().double().sum() for p in policy.parameters()))))
-    meta = {"code_version": code_version(), "ops_backends": ops_backends(device.type), "results_split": RESULTS_SPLIT}
+    # torch's CPU kernels round differently per instruction set (AVX2, AVX512): a run repeats bit for bit only on the
+    # same capability (ATEN_CPU_CAPABILITY=avx2 picks the AVX2 kernels on a newer CPU; docs/real-data-protocol.md)
+    meta = {"code_version": code_version(), "ops_backends": ops_backends(device.type), "results_split": RESULTS_SPLIT,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     rundir = RunDir(cfg.out, to_dict(cfg), writer=distributed.is_main(), fresh=resume is None,
                     overwrite=cfg.overwrite, report_to=cfg.report_to, meta=meta)  # only rank 0 writes and prints
     if distributed.is_main():
@@ -153,7 +156,8 @@ def setup(cfg: TrainConfig) -> Run:
         gains, gain_var, report_lines = fill_labels(cfg, data, splits, train_ex)
     ops = dict(meta["ops_backends"])
     report_lines = [f"Code: {describe_code(meta['code_version'])}. Compiled extension: {ops.pop('extension')}. "
-                    f"Ops backends on {device.type}: " + ", ".join(f"{op} {b}" for op, b in ops.items()) + "."] + \
+                    f"Ops backends on {device.type}: " + ", ".join(f"{op} {b}" for op, b in ops.items()) + ". "
+                    f"torch CPU kernels: {meta['cpu_capability']}."] + \
         [line for line in report_lines if not line.startswith("Code: ")]
 
     order = cfg.need_order.split(",")  # the SFT curriculum's order; needs it does not name come last

@@ -223,6 +223,32 @@ def test_signal_tiers_as_many_as_candidates_show_each_candidates_rank(hand_files
     assert tok.convert_ids_to_tokens(tok("<pop19><q17>", add_special_tokens=False)["input_ids"]) == ["<pop19>", "<q17>"]
 
 
+def test_value_scaled_signals_keep_the_gaps_between_values(hand_files):
+    from flexrec.config import TrainConfig, validate
+    from flexrec.data import NEEDS
+    from flexrec.data.prompts import history_signals
+
+    data = hand_data(hand_files)
+    for ex in build_examples(data, needs=["maximize_interest"], split="all", K=3):
+        rank, value = (history_signals(data, ex.user, ex.items, scale=s) for s in ("rank", "value"))
+        # pop, recounted here: every history play of a candidate before the user's cutoff day, as log1p, min-max
+        # scaled within the pool and rounded to 10 levels
+        before = data.history_days < data.cutoff_day[ex.user]
+        plays = np.array([np.sum(before & (data.history_items == i)) for i in ex.items], np.float64)
+        x = np.log1p(plays)
+        want = np.floor((x - x.min()) / (x.max() - x.min()) * 9 + 0.5) if x.max() > x.min() else np.zeros(3)
+        assert value[0].tolist() == want.astype(int).tolist()
+        for r, v in zip(rank, value):  # the same order as the rank tiers; the extremes at 0 and 9
+            assert all((v[a] <= v[b]) == (r[a] <= r[b]) for a in range(3) for b in range(3))
+            assert v.min() == 0 and (v.max() == 9 or (v == 0).all())
+    with pytest.raises(ValueError, match="signal scale"):
+        history_signals(data, ex.user, ex.items, scale="log")
+    with pytest.raises(ValueError, match="--signal-scale"):
+        validate(TrainConfig(data="csv", signal_scale="log"), NEEDS)
+    lines = compact_prompt(ex, data, signal_scale="value").splitlines()[:3]
+    assert [re.findall(r"<pop(\d+)>", line) for line in lines] == [[str(t)] for t in value[0]]
+
+
 def test_need_in_lines_puts_the_need_tag_in_every_lines_window(hand_files, tmp_path):
     from flexrec.config import TrainConfig
     from flexrec.train.build import build_policy, make_tokenizer_factory

@@ -33,10 +33,13 @@ def test_movielens_defaults_to_k_20_unless_the_user_gives_k(tmp_path):
 def test_ml100k_shuffles_slots_and_scores_tied_sets_unless_told_otherwise():
     cfg = parse_args(["--data", "ml-100k"])
     assert cfg.shuffle_slots and cfg.sft_ties == "set" and cfg.need_weights == "explore_new_topics=3"
-    cfg = parse_args(["--data", "ml-100k", "--no-shuffle-slots", "--sft-ties", "order", "--need-weights", ""])
-    assert not cfg.shuffle_slots and cfg.sft_ties == "order" and cfg.need_weights == ""
+    assert cfg.signal_scale == "value"
+    cfg = parse_args(["--data", "ml-100k", "--no-shuffle-slots", "--sft-ties", "order", "--need-weights", "",
+                      "--signal-scale", "rank"])
+    assert not cfg.shuffle_slots and cfg.sft_ties == "order" and cfg.need_weights == "" and cfg.signal_scale == "rank"
     synthetic = parse_args([])  # unchanged
     assert not synthetic.shuffle_slots and synthetic.sft_ties == "order" and synthetic.need_weights == "explore_new_topics=2"
+    assert synthetic.signal_scale == "rank"
 
 
 def test_every_data_default_is_a_valid_setting():

@@ -88,6 +88,10 @@ def test_resumed_run_keeps_its_report_lines(tmp_path, small_config):
     train(TrainConfig(resume=cfg.out))
     report = (tmp_path / "run" / "report.md").read_text()
     assert "critic calibration on" in report and "Ops backends on cpu" in report
+    # the instruction set of torch's CPU kernels, without which a run cannot be repeated bit for bit elsewhere
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert f"torch CPU kernels: {capability}." in report
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["cpu_capability"] == capability
 
 
 def test_load_run_uses_the_trainers_thread_policy(tmp_path, small_config):
