@@ -107,6 +107,8 @@ class TrainConfig:
     sft_steps: int = 1500  # teacher-forced steps on rankings by the filled labels (0 = skip). Chosen from the
     # validation NDCG@5 curves (val_ndcg@5 in metrics.jsonl; explore_new_topics learned by 750-1250 steps), docs/TUNING.md
     sft_lr: float = 3e-3  # not swept on validation users (docs/TUNING.md)
+    sft_lr_decay: str = "none"  # SFT's learning rate over its steps: "none" (constant) | "cosine" (down to 10% of
+    # sft_lr at the last SFT step; flexrec.train.steps.sft_lr_at). RL's rate is constant either way
     sft_positions: int = 5  # SFT loss on the first n steps of the target ranking (0 = all K-1): the
     # order below the NDCG cutoff is mostly ties and noise
     sft_ties: str = "order"  # how SFT scores a target step whose best remaining label ties: "order", the NLL of the
@@ -286,8 +288,9 @@ UNCERTAINTY_SETTINGS = ("unc_eps", "unc_max_weight", "unc_form")
 # Settings added after runs were kept whose value here computes exactly what the trainer computed before they
 # existed: a saved run without one ran at this value (``flexrec.experiments.adapters.run_finished``). Only a
 # setting whose old behaviour is bit-identical belongs here (rl_need_weights "": the unweighted RL draw;
-# signal_tiers 10, signal_scale "rank": the compact line's tiers before the settings existed).
-ADDED_SETTINGS_AS_BEFORE = {"rl_need_weights": "", "signal_tiers": 10, "signal_scale": "rank"}
+# signal_tiers 10, signal_scale "rank": the compact line's tiers before the settings existed; sft_lr_decay "none":
+# the constant SFT rate).
+ADDED_SETTINGS_AS_BEFORE = {"rl_need_weights": "", "signal_tiers": 10, "signal_scale": "rank", "sft_lr_decay": "none"}
 
 
 def unused_settings(cfg: TrainConfig) -> set[str]:
@@ -447,7 +450,7 @@ _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": (
             "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
             "critic_recalibrate": ("none", "val", "heldout", "heldout-groups"),
             "critic_observed_var": ("zero", "estimate"), "real_protocol": ("known", "implicit", "sparse"),
-            "sft_ties": ("order", "set"), "signal_scale": ("rank", "value"),
+            "sft_ties": ("order", "set"), "signal_scale": ("rank", "value"), "sft_lr_decay": ("none", "cosine"),
             "size": ("auto", "cpu", "full")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",

@@ -36,7 +36,7 @@ from flexrec.train.build import build_policy, make_collate, ops_backends
 from flexrec.train.report import USERS_LINE, results_table, untrained_label, write_report
 from flexrec.train.rundir import (RunDir, check_new_run, check_report_to, code_version, describe_code, load_checkpoint,
                                   rng_state, set_rng_state)
-from flexrec.train.steps import need_weights, rl_optimizer, rl_step, sample_batch, sft_step
+from flexrec.train.steps import need_weights, rl_optimizer, rl_step, sample_batch, sft_lr_at, sft_step
 
 RESULTS_SPLIT = "val"  # the users a run's results stages are scored on (recorded in config.json as results_split)
 MONITOR = "monitor"  # the pools of the validation curves every eval_every steps: --monitor-users of RESULTS_SPLIT's
@@ -296,6 +296,9 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
             batch = run.collate(examples, run.tokenizer, run.data).to(run.device)
             gains, gain_var = gains.to(run.device), gain_var.to(run.device)
             if sft:
+                if cfg.sft_lr_decay != "none":
+                    for group in run.optimizer.param_groups:
+                        group["lr"] = sft_lr_at(step, cfg)
                 logs = sft_step(run.policy, run.optimizer, batch, gains, cfg)
             else:
                 logs = rl_step(run.policy, run.reference, run.optimizer, batch, gains, gain_var, cfg, run.gumbel_gen)

@@ -3,6 +3,7 @@ aware GRPO with item-level rewards), and how a step's batch is drawn. The math i
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -151,6 +152,16 @@ def clip_and_step(policy, optimizer, cfg: TrainConfig) -> None:
     """Clips the accumulated gradients' norm and takes the optimiser step."""
     torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), cfg.grad_clip)
     optimizer.step()
+
+
+def sft_lr_at(step: int, cfg: TrainConfig) -> float:
+    """SFT's learning rate at ``step`` (0-based, < sft_steps): ``sft_lr``, or with ``sft_lr_decay`` "cosine" a
+    half cosine from ``sft_lr`` at step 0 to 10% of it at the last SFT step. A function of the step alone, so a
+    resumed run continues the schedule."""
+    if cfg.sft_lr_decay == "none" or cfg.sft_steps <= 1:
+        return cfg.sft_lr
+    floor = 0.1
+    return cfg.sft_lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * step / (cfg.sft_steps - 1))))
 
 
 def rl_optimizer(policy, cfg: TrainConfig) -> torch.optim.Optimizer:

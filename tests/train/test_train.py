@@ -230,3 +230,33 @@ def test_shuffle_slots_trains_on_other_orders(tmp_path, small_config):
     assert len(losses[1]) == 5 and all(math.isfinite(v) for v in losses[1])
     # The same examples are drawn (the orders come after the draw), in other slot orders: other losses.
     assert losses[0] != losses[1]
+
+
+def test_sft_lr_decay_runs_a_half_cosine_to_a_tenth_and_rl_keeps_its_rate(tmp_path, small_config, monkeypatch):
+    from flexrec.train import loop
+    from flexrec.train.steps import sft_lr_at
+
+    cosine = TrainConfig(sft_lr=0.002, sft_steps=5, sft_lr_decay="cosine")
+    rates = [sft_lr_at(step, cosine) for step in range(5)]
+    # 0.1 + 0.9 * (1 + cos(pi * step / 4)) / 2 of the rate, by hand
+    want = [0.002 * (0.1 + 0.45 * (1 + c)) for c in (1.0, math.sqrt(0.5), 0.0, -math.sqrt(0.5), -1.0)]
+    assert rates == pytest.approx(want, rel=1e-12)
+    assert [sft_lr_at(step, TrainConfig(sft_lr=0.002, sft_steps=5)) for step in range(5)] == [0.002] * 5
+    from flexrec.config import validate
+    from flexrec.data import NEEDS
+
+    with pytest.raises(ValueError, match="--sft-lr-decay 'linear'"):
+        validate(TrainConfig(sft_lr_decay="linear"), NEEDS)
+
+    seen, original = [], loop.sft_step
+
+    def recording(policy, optimizer, batch, gains, cfg):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return original(policy, optimizer, batch, gains, cfg)
+
+    monkeypatch.setattr(loop, "sft_step", recording)
+    cfg = small_config(tmp_path, sft_steps=3, rl_steps=1, sft_lr_decay="cosine")
+    train(cfg)
+    assert seen == pytest.approx([sft_lr_at(step, cfg) for step in range(3)]) and seen[-1] == pytest.approx(0.1 * cfg.sft_lr)
+    state = load_checkpoint(tmp_path / "run")
+    assert state["optimizer"]["param_groups"][0]["lr"] == cfg.lr  # RL's optimiser, at its own constant rate
