@@ -74,7 +74,7 @@ class TrainConfig:
     # line's signal tokens onto its slot (flexrec.models.presets; docs/real-data-protocol.md). No effect elsewhere
     signal_tiers: int = 10  # real data's compact prompts: each history signal is shown as its rank tier 0..N-1 within
     # the pool (flexrec.data.prompts.history_signals); N = K shows each candidate's own rank. No effect elsewhere
-    signal_scale: str = "rank"  # real data's compact prompts: a signal's tier is its rank or its scaled value in the pool
+    signal_scale: str = "rank"  # real data's compact prompts: a signal's tier is its rank or scaled value in the pool
     # ("rank" | "value": min-max within the pool, flexrec.data.prompts.history_signals). No effect elsewhere
     need_in_lines: bool = False  # real data's compact prompts: every candidate line starts with the need's tag, so the
     # tiny model's local layer can weigh the line's signals per need (docs/real-data-protocol.md). No effect elsewhere

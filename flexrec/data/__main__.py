@@ -119,7 +119,8 @@ def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, se
         # how far a policy that reads only these signals could go (docs/real-data-protocol.md, "What the signals allow")
         values = np.stack([history_signal_values(data, e.user, e.items) for e in ex])
         exact = {f"{name} exact value": values[:, j] for j, name in enumerate(SIGNAL_NAMES)}
-        exact["0.5 q + 0.5 tr, each min-max in the pool"] = 0.5 * _minmax_rows(values[:, 4]) + 0.5 * _minmax_rows(values[:, 1])
+        q, tr = _minmax_rows(values[:, SIGNAL_NAMES.index("q")]), _minmax_rows(values[:, SIGNAL_NAMES.index("tr")])
+        exact["0.5 q + 0.5 tr, each min-max in the pool"] = 0.5 * q + 0.5 * tr
         for name, x in exact.items():
             score = torch.from_numpy(x + 1e-9 * rng.random(x.shape))  # ties at random
             ndcg = ndcg_at_k(torch.argsort(score, -1, descending=True), rel, 5).mean()

@@ -118,9 +118,10 @@ def history_signal_values(data: InteractionData, user: int, items: np.ndarray) -
     h_items = data.history(user)[0]
     share = data.item_topics[h_items].mean(0) if len(h_items) else np.zeros(data.n_topics)
     topics = data.item_topics[items]
+    affinity = (topics * share[None, :]).sum(1) / np.maximum(topics.sum(1), 1)
     return np.stack([np.log1p(counts[items]), np.log1p(data.recent_popularity(user, items)),
-                     np.log1p(cooccurrence_scores(data, user, before_day=cutoff)[items]),
-                     (topics * share[None, :]).sum(1) / np.maximum(topics.sum(1), 1), quality[items]]).astype(np.float64)
+                     np.log1p(cooccurrence_scores(data, user, before_day=cutoff)[items]), affinity,
+                     quality[items]]).astype(np.float64)
 
 
 def history_signals(data: InteractionData, user: int, items: np.ndarray, tiers: int = SIGNAL_TIERS,
@@ -195,7 +196,8 @@ def compact_prompt(example, data: InteractionData, trend: bool = True, need_in_l
     count = h_topics.sum(0)
     mean = (h_topics * data.normalized_interest(h_fb)[:, None]).sum(0) / np.maximum(count, 1.0)
 
-    signals = history_signals(data, example.user, example.items, signal_tiers, signal_scale) if data.compact_signals else None
+    signals = (history_signals(data, example.user, example.items, signal_tiers, signal_scale)
+               if data.compact_signals else None)
     new = data.novel_items(example.user, example.items) if data.compact_signals else None
 
     def line(k: int, item: int) -> str:

@@ -87,7 +87,7 @@ def fork_run(sft_run: Path, cfg) -> Path:
     for key in ("data", "need", "model", "imputer", "sft_steps", "seed", "num_candidates", "world_users",
                 "world_items", "world_topics", "world_evidence", "observe_fraction", "tiny_hidden", "tiny_layers", "gain",
                 "critic_evidence", "critic_recalibrate", "critic_observed_var",
-                "critic_cold_views", "prompt", "signal_tiers", "signal_scale",
+                "critic_cold_views", "prompt", "signal_tiers", "signal_scale", "sft_lr_decay",
                 "need_in_lines"):
         if key in base and base[key] != getattr(cfg, key):
             raise ValueError(f"fork_run: {key} differs from the SFT run ({base[key]!r} vs {getattr(cfg, key)!r})")

@@ -257,6 +257,7 @@ def test_sft_lr_decay_runs_a_half_cosine_to_a_tenth_and_rl_keeps_its_rate(tmp_pa
     monkeypatch.setattr(loop, "sft_step", recording)
     cfg = small_config(tmp_path, sft_steps=3, rl_steps=1, sft_lr_decay="cosine")
     train(cfg)
-    assert seen == pytest.approx([sft_lr_at(step, cfg) for step in range(3)]) and seen[-1] == pytest.approx(0.1 * cfg.sft_lr)
+    assert seen == pytest.approx([sft_lr_at(step, cfg) for step in range(3)])
+    assert seen[-1] == pytest.approx(0.1 * cfg.sft_lr)
     state = load_checkpoint(tmp_path / "run")
     assert state["optimizer"]["param_groups"][0]["lr"] == cfg.lr  # RL's optimiser, at its own constant rate
