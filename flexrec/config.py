@@ -447,13 +447,15 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+# How real data's compact prompts turn a history signal into its tier within the pool (flexrec.data.prompts)
+SIGNAL_SCALES = ("rank", "value")
 _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": ("auto", "full", "compact"),
             "adv_baseline": ("pooled", "rank"), "gain": ("linear", "exp"), "dist_strategy": ("ddp", "fsdp"),
             "mixed_precision": ("no", "bf16"), "report_to": ("none", "tensorboard", "wandb"),
             "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
             "critic_recalibrate": ("none", "val", "heldout", "heldout-groups"),
             "critic_observed_var": ("zero", "estimate"), "real_protocol": ("known", "implicit", "sparse"),
-            "sft_ties": ("order", "set"), "signal_scale": ("rank", "value"), "sft_lr_decay": ("none", "cosine"),
+            "sft_ties": ("order", "set"), "signal_scale": SIGNAL_SCALES, "sft_lr_decay": ("none", "cosine"),
             "size": ("auto", "cpu", "full")}
 _AT_LEAST_ONE = ("group_size", "prompts_per_step", "batch_size", "ppo_epochs", "eval_every", "save_every",
                  "critic_ensemble", "critic_hidden", "knn_neighbours", "world_users", "world_items", "world_topics",

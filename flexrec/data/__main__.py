@@ -14,11 +14,13 @@ import numpy as np
 import torch
 
 from flexrec.baselines.traditional import ItemKNN, PopularityRanker, RandomRanker
+from flexrec.config import SIGNAL_SCALES
 from flexrec.eval.metrics import ndcg_at_k
 
 from . import DATASETS, NEEDS, SOURCES, build_examples, load
+from .needs import minmax
 from .pools import split_users
-from .prompts import (SIGNAL_NAMES, SIGNAL_SCALES, SIGNAL_TIERS, count_tokens, history_signal_values, history_signals,
+from .prompts import (SIGNAL_NAMES, SIGNAL_TIERS, count_tokens, history_signal_values, history_signals,
                       render_prompt)
 from .protocol import default_pool_size, explore_coverage, trend_tie_share
 from .slots import add_slot_tokens
@@ -119,7 +121,7 @@ def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, se
         # how far a policy that reads only these signals could go (docs/real-data-protocol.md, "What the signals allow")
         values = np.stack([history_signal_values(data, e.user, e.items) for e in ex])
         exact = {f"{name} exact value": values[:, j] for j, name in enumerate(SIGNAL_NAMES)}
-        q, tr = _minmax_rows(values[:, SIGNAL_NAMES.index("q")]), _minmax_rows(values[:, SIGNAL_NAMES.index("tr")])
+        q, tr = (np.stack([minmax(row) for row in values[:, SIGNAL_NAMES.index(name)]]) for name in ("q", "tr"))
         exact["0.5 q + 0.5 tr, each min-max in the pool"] = 0.5 * q + 0.5 * tr
         for name, x in exact.items():
             score = torch.from_numpy(x + 1e-9 * rng.random(x.shape))  # ties at random
@@ -128,12 +130,6 @@ def measure(data_name: str = "ml-100k", protocol: str = "known", K: int = 20, se
         for ranker in (RandomRanker, PopularityRanker, ItemKNN):
             ndcg = ndcg_at_k(ranker(seed).fit(data, splits["train"]).rank(ex), rel, 5).mean()
             print(f"val: {need} {ranker.name} NDCG@5 {ndcg:.3f}", flush=True)
-
-
-def _minmax_rows(x: np.ndarray) -> np.ndarray:
-    """Each row min-max scaled to [0, 1] (a constant row: 0). Shapes: (n, K) -> (n, K)."""
-    lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
-    return np.where(hi > lo, (x - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from flexrec.config import SIGNAL_SCALES
+
 from .examples import RankingExample
+from .needs import minmax
 from .slots import slot_tokens
 from .world import TREND_TIERS, InteractionData
 
@@ -90,7 +93,6 @@ def render_prompt(example: RankingExample, data: InteractionData, tokenizer, max
 
 SIGNAL_TIERS = 10  # the per-candidate history signals of compact prompts are tiers 0..9 within the pool
 SIGNAL_NAMES = ("pop", "tr", "co", "aff", "q")  # the rows of ``history_signals``, in order
-SIGNAL_SCALES = ("rank", "value")  # how ``history_signals`` turns a signal into its tier within the pool
 
 
 def history_signal_values(data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
@@ -141,8 +143,6 @@ def history_signals(data: InteractionData, user: int, items: np.ndarray, tiers: 
         raise ValueError(f"unknown signal scale {scale!r}; use one of {', '.join(SIGNAL_SCALES)}")
     values = history_signal_values(data, user, items)
     if scale == "value":
-        from .needs import minmax
-
         return np.stack([np.floor(minmax(x) * (tiers - 1) + 0.5) for x in values]).astype(np.int64)
     return np.stack([np.searchsorted(np.sort(x), x, side="left") * tiers // len(x) for x in values])
 

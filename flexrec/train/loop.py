@@ -141,7 +141,8 @@ def setup(cfg: TrainConfig) -> Run:
         distributed.check_same("data, vocabularies or initial weights",
                                (len(train_ex), len(tok), float(sum(p.detach().double().sum() for p in policy.parameters()))))
     # torch's CPU kernels round differently per instruction set (AVX2, AVX512): a run repeats bit for bit only on the
-    # same capability (ATEN_CPU_CAPABILITY=avx2 picks the AVX2 kernels on a newer CPU; docs/real-data-protocol.md)
+    # same capability (ATEN_CPU_CAPABILITY=avx2 on a newer CPU repeats an AVX2 run's SFT, not its RL stage;
+    # docs/real-data-protocol.md, "Repeating a run")
     meta = {"code_version": code_version(), "ops_backends": ops_backends(device.type), "results_split": RESULTS_SPLIT,
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     rundir = RunDir(cfg.out, to_dict(cfg), writer=distributed.is_main(), fresh=resume is None,
@@ -296,9 +297,8 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
             batch = run.collate(examples, run.tokenizer, run.data).to(run.device)
             gains, gain_var = gains.to(run.device), gain_var.to(run.device)
             if sft:
-                if cfg.sft_lr_decay != "none":
-                    for group in run.optimizer.param_groups:
-                        group["lr"] = sft_lr_at(step, cfg)
+                for group in run.optimizer.param_groups:  # sft_lr itself unless sft_lr_decay
+                    group["lr"] = sft_lr_at(step, cfg)
                 logs = sft_step(run.policy, run.optimizer, batch, gains, cfg)
             else:
                 logs = rl_step(run.policy, run.reference, run.optimizer, batch, gains, gain_var, cfg, run.gumbel_gen)
