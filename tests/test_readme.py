@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 COLUMNS = {"untrained (random init)": "untrained", "popularity": "popularity", "after SFT": "sft", "after RL": "rl"}
 
 
-def readme_default_table(capability: str = "AVX2") -> dict[str, dict[str, tuple[str, str]]]:
+def readme_default_table(capability: str) -> dict[str, dict[str, tuple[str, str]]]:
     """{need: {stage: ("NDCG@5", "Recall@5")}} of the table after the README's "default run" marker for machines whose
     torch CPU kernels are ``capability`` (``torch.backends.cpu.get_cpu_capability()``: the rounding differs)."""
     text = README.read_text()
