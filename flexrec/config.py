@@ -141,6 +141,10 @@ class TrainConfig:
     unc_form: str = "item"  # what is weighted: "item", each item reward by its own variance, compared within its
     # rank (rl.item_uncertainty_weights); "rollout", the paper's A / (u_i + eps) with u_i the variance of the
     # rollout's NDCG, one weight per rollout (rl.rollout_uncertainty_weights). docs/uncertainty.md compares them
+    unc_variance: str = "labels"  # the reward variance the weights use: "labels", the closed form from each label's
+    # variance (FLEXREC.md section 5: independent labels, the critic's feedback noise included); "members", the
+    # spread over the critic's ensemble members of the rewards computed from each member's labels (epistemic only,
+    # the members' errors as correlated across a pool as they are; rl.member_reward_variance). docs/uncertainty.md
     batch_size: int = 16  # SFT batch size, over all ranks under torchrun (also the evaluation batch)
     need_stagger: int = 200  # SFT curriculum: need i joins at step i * need_stagger (0 = all at once).
     # The tiny model learned any one need, or two, within 200 steps, but all three at once not in 400:
@@ -286,14 +290,15 @@ def resolve(values: dict[str, Any]) -> TrainConfig:
 # whatever they are. The uncertainty settings are read only by --reward-mode flexrec.
 RL_SETTINGS = ("reward_mode", "rl_steps", "lr", "prompts_per_step", "group_size", "ppo_epochs", "clip", "kl_coef",
                "entropy_coef", "ndcg_cutoff", "adv_delta", "adv_baseline", "unc_eps", "unc_max_weight", "unc_form",
-               "rl_need_weights")
-UNCERTAINTY_SETTINGS = ("unc_eps", "unc_max_weight", "unc_form")
+               "unc_variance", "rl_need_weights")
+UNCERTAINTY_SETTINGS = ("unc_eps", "unc_max_weight", "unc_form", "unc_variance")
 # Settings added after runs were kept whose value here computes exactly what the trainer computed before they
 # existed: a saved run without one ran at this value (``flexrec.experiments.adapters.run_finished``). Only a
 # setting whose old behaviour is bit-identical belongs here (rl_need_weights "": the unweighted RL draw;
 # signal_tiers 10, signal_scale "rank": the compact line's tiers before the settings existed; sft_lr_decay "none":
-# the constant SFT rate).
-ADDED_SETTINGS_AS_BEFORE = {"rl_need_weights": "", "signal_tiers": 10, "signal_scale": "rank", "sft_lr_decay": "none"}
+# the constant SFT rate; unc_variance "labels": the closed-form reward variance).
+ADDED_SETTINGS_AS_BEFORE = {"rl_need_weights": "", "signal_tiers": 10, "signal_scale": "rank", "sft_lr_decay": "none",
+                            "unc_variance": "labels"}
 
 
 def unused_settings(cfg: TrainConfig) -> set[str]:
@@ -453,6 +458,7 @@ _CHOICES = {"reward_mode": tuple(REWARD_MODES), "imputer": IMPUTERS, "prompt": (
             "adv_baseline": ("pooled", "rank"), "gain": ("linear", "exp"), "dist_strategy": ("ddp", "fsdp"),
             "mixed_precision": ("no", "bf16"), "report_to": ("none", "tensorboard", "wandb"),
             "world_evidence": ("uniform", "sparse", "dense"), "unc_form": ("item", "rollout"),
+            "unc_variance": ("labels", "members"),
             "critic_recalibrate": ("none", "val", "heldout", "heldout-groups"),
             "critic_observed_var": ("zero", "estimate"), "real_protocol": ("known", "implicit", "sparse"),
             "sft_ties": ("order", "set"), "signal_scale": SIGNAL_SCALES, "sft_lr_decay": ("none", "cosine"),
@@ -500,6 +506,9 @@ def validate(cfg: TrainConfig, needs: dict) -> None:
             problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
     if not 0.0 < cfg.observe_fraction <= 1.0:
         problems.append(f"--observe-fraction must be in (0, 1], got {cfg.observe_fraction}")
+    if cfg.unc_variance == "members" and (cfg.imputer != "critic" or cfg.critic_ensemble < 2):
+        problems.append(f"--unc-variance members takes the spread of the critic's ensemble members: it needs --imputer "
+                        f"critic and --critic-ensemble 2 or more (got {cfg.imputer}, {cfg.critic_ensemble})")
     if cfg.resume and cfg.overwrite:
         problems.append("--resume continues a run and --overwrite deletes it: give one of them")
     if problems:

@@ -153,6 +153,20 @@ class Critic:
         mu, var = torch.stack(mus), torch.stack(variances)
         return mu.mean(0).numpy(), (var.mean(0) + mu.var(0, unbiased=False)).numpy()
 
+    @torch.no_grad()
+    def member_interest_batch(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Each ensemble member's own mean interest of many pools, observed feedback in place where observed (the
+        same in every member). Shapes: users (N,), items (N, K) -> (M, N, K)."""
+        N, K = items.shape
+        u = torch.as_tensor(np.repeat(users, K), dtype=torch.long)
+        i = torch.as_tensor(items.reshape(-1), dtype=torch.long)
+        x = self._features(np.repeat(users, K), items.reshape(-1))
+        mus = torch.stack([net(u, i, x)[0] for net in self.nets]).reshape(len(self.nets), N, K).numpy()
+        for n in range(N):
+            obs, known = _observed(self.data, int(users[n]), items[n])
+            mus[:, n] = np.where(known, obs, mus[:, n])
+        return mus.astype(np.float32)
+
     def pair_groups(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """`GroupRecalibration`'s group of each pair: COLD_USER (at most COLD_FEEDBACK feedback values), NEW_TOPIC
         (no topic of the item in the user's history), SEEN_TOPIC. Shapes: (N,), (N,) -> (N,) int."""
@@ -503,6 +517,25 @@ def fill_pools(data: InteractionData, imputer: Imputer, examples: list, label_sa
     out = [_labels_at_interest(data, m, v, int(u), it, ex.need, label_samples, rng)
            for ex, u, it, m, v in zip(examples, users, items, mu, var)]
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+
+
+def fill_member_pools(data: InteractionData, critic: "Critic", examples: list) -> np.ndarray:
+    """Each ensemble member's labels of many (user, items, need) examples: the need's label function at the
+    member's own mean interest (`Critic.member_interest_batch`). The spread of a reward computed from each member's
+    labels is the critic's epistemic uncertainty about that reward, with the members' errors as correlated across a
+    pool as they are (`flexrec.rl.member_reward_variance`).
+    Shapes: -> (N, M, K)."""
+    users = np.array([ex.user for ex in examples])
+    items = np.stack([np.asarray(ex.items, np.int64) for ex in examples])
+    mus = critic.member_interest_batch(users, items)  # (M, N, K)
+    out = np.empty((len(examples), len(mus), items.shape[1]), np.float32)
+    for n, ex in enumerate(examples):
+        fn, ctx = get_need(ex.need).label_fn, label_context(data, int(users[n]), items[n], observed=True)
+        ctx.known = np.ones(items.shape[1], bool)  # as `_labels_at_interest`: every interest is given
+        for m in range(len(mus)):
+            ctx.interest = mus[m, n]
+            out[n, m] = fn(ctx)
+    return out
 
 
 def filled_labels(

@@ -67,12 +67,14 @@ def _known_labels(data, examples: list) -> torch.Tensor:
 
 
 def refit_fill(ranker, examples: list, evidence: bool, recalibrate: str, observed_var: str = "zero",
-               cold_views: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The run's critic refitted with ``evidence`` / ``recalibrate`` / ``observed_var`` / ``cold_views`` (`Critic.fit`) and
-    the filled labels of ``examples`` (as the trainer fills them), and its coverage on the validation users'
-    observed labels. Shapes: -> (N, K), (N, K), dict.
+               cold_views: bool = False, ensemble: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The run's critic refitted with ``evidence`` / ``recalibrate`` / ``observed_var`` / ``cold_views`` (`Critic.fit`),
+    ``ensemble`` members (default: the run's), and the filled labels of ``examples`` (as the trainer fills them),
+    and its coverage on the validation users' observed labels. The dict also holds "member_gains", each member's
+    labels (`flexrec.critic.fill_member_pools`; None with one member). Shapes: -> (N, K), (N, K), dict.
     """
-    from flexrec.critic import VarianceRecalibration, build_imputer, coverage, fill_pools, observed_interest
+    from flexrec.critic import (VarianceRecalibration, build_imputer, coverage, fill_member_pools, fill_pools,
+                                observed_interest)
     from flexrec.data.pools import split_users
 
     cfg = ranker.config
@@ -80,10 +82,11 @@ def refit_fill(ranker, examples: list, evidence: bool, recalibrate: str, observe
         raise ValueError("refitting compares critics: the run must use --imputer critic and --gain linear")
     splits = split_users(ranker.data, seed=cfg.seed)
     with torch.enable_grad():  # advantage_fidelity runs under no_grad; the critic trains
-        critic = build_imputer("critic", ranker.data, splits["train"], cfg.critic_ensemble, cfg.critic_epochs,
+        critic = build_imputer("critic", ranker.data, splits["train"], ensemble or cfg.critic_ensemble, cfg.critic_epochs,
                                cfg.critic_hidden, cfg.knn_neighbours, cfg.seed, evidence, recalibrate,
                                splits["val"], observed_var, cold_views)
     gains, var = fill_pools(ranker.data, critic, examples, seed=cfg.seed)
+    members = torch.from_numpy(fill_member_pools(ranker.data, critic, examples)).float() if len(critic.nets) > 1 else None
     recalibration = critic.recalibration
     if recalibrate == "val":
         critic.recalibration = None
@@ -100,7 +103,8 @@ def refit_fill(ranker, examples: list, evidence: bool, recalibrate: str, observe
     c50, c90 = coverage(mu, pred_var, values)
     return torch.from_numpy(gains).float(), torch.from_numpy(var).float(), {"val_coverage_50": c50,
                                                                              "val_coverage_90": c90,
-                                                                             "val_labels": len(values)}
+                                                                             "val_labels": len(values),
+                                                                             "member_gains": members}
 
 
 @torch.no_grad()
@@ -151,10 +155,12 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
     true = torch.from_numpy(np.stack([train_ex[i].true_labels for i in pick])).float()
 
     extra = {}
+    members_all = ranker.checkpoint.get("member_gains")
     if critic is not None:  # another critic's fill of the same pools
         gains_all, var_all, extra = refit_fill(ranker, train_ex, bool(critic.get("evidence")),
                                                critic.get("recalibrate", "none"), critic.get("observed", "zero"),
-                                               bool(critic.get("cold")))
+                                               bool(critic.get("cold")), int(critic.get("ensemble", 0)) or None)
+        members_all = extra.pop("member_gains")
     filled_g, filled_v, true_g = (rl.in_rank_order(x, perm) for x in (gains_all[pick], var_all[pick], true))
     # The labels the critic filled, and the observed ones; only the critic's labels (or, with the observed labels'
     # variance estimated, the observed ones too) have a variance: those are the labels the variance can rank.
@@ -198,6 +204,26 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
             w_best = rl.rollout_uncertainty_weights(ndcg_error, K, cfg.ndcg_cutoff, float(e), cfg.unc_max_weight)[scored]
             oracle[f"rollout eps {e:g}"] = _cosine(w_best * adv[scored], adv_true[scored])
         extra["rollout_variance_error_rank_corr"] = _rank_correlation(rollout_var.flatten(), ndcg_error.flatten())
+    if members_all is not None:  # --unc-variance members: the spread of the members' own rewards
+        member_var, member_rollout_var = rl.member_reward_variance(members_all[pick].float(), perm, cfg.ndcg_cutoff, mode)
+        for e in eps:
+            w = rl.item_uncertainty_weights(member_var, cfg.ndcg_cutoff, float(e), cfg.unc_max_weight)[scored]
+            cosine[f"members eps {e:g}"] = _cosine(w * adv[scored], adv_true[scored])
+            share[f"members eps {e:g}"] = float(w.sum() ** 2 / (len(w) * (w**2).sum()))
+            oracle[f"members eps {e:g}"] = oracle[f"eps {e:g}"]
+            if "rollout" in forms:
+                w = rl.rollout_uncertainty_weights(member_rollout_var, K, cfg.ndcg_cutoff, float(e), cfg.unc_max_weight)[scored]
+                cosine[f"members rollout eps {e:g}"] = _cosine(w * adv[scored], adv_true[scored])
+                share[f"members rollout eps {e:g}"] = float(w.sum() ** 2 / (len(w) * (w**2).sum()))
+                oracle[f"members rollout eps {e:g}"] = oracle[f"rollout eps {e:g}"]
+        extra.update(members=int(members_all.shape[1]),
+                     member_reward_variance_error_rank_corr=_rank_correlation(member_var[scored], actual_var[scored]),
+                     member_reward_rank_corr_ceiling=rank_correlation_ceiling(member_var[scored], seed),
+                     member_variance_advantage_error_rank_corr=_rank_correlation(member_var[scored],
+                                                                                 ((adv - adv_true) ** 2)[scored]))
+        if "rollout" in forms:
+            extra["member_rollout_variance_error_rank_corr"] = _rank_correlation(member_rollout_var.flatten(),
+                                                                                 ndcg_error.flatten())
     errors = (adv - adv_true) ** 2
     extra.update(reward_rank_corr_ceiling=rank_correlation_ceiling(reward_var[scored], seed),
                  reward_rank_corr_ceiling_actual=rank_correlation_ceiling(actual_var[scored], seed))
@@ -244,14 +270,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--rollout", action="store_true", help="also the paper's rollout-level weights (--unc-form rollout)")
     p.add_argument("--critic", default="", help="refit the run's critic with these options, comma-separated: "
                                                 "evidence, recalibrate=val|heldout|heldout-groups, observed=zero|estimate, "
-                                                "cold (cold views), or "
+                                                "cold (cold views), ensemble=N (members), or "
                                                 "'base' (the run's own, refitted)")
     args = p.parse_args(argv)
     options = {k: v or True for k, v in (o.partition("=")[::2] for o in filter(None, args.critic.split(",")))}
-    unknown = set(options) - {"evidence", "recalibrate", "base", "observed", "cold"}
+    unknown = set(options) - {"evidence", "recalibrate", "base", "observed", "cold", "ensemble"}
     if (unknown or options.get("recalibrate", "val") not in ("val", "heldout", "heldout-groups")
-            or options.get("observed", "zero") not in ("zero", "estimate")):
-        p.error(f"--critic {args.critic}: expected evidence, recalibrate=val|heldout|heldout-groups, observed=zero|estimate, cold or base")
+            or options.get("observed", "zero") not in ("zero", "estimate")
+            or not str(options.get("ensemble", "1")).isdigit() or int(options.get("ensemble", 1)) < 1):
+        p.error(f"--critic {args.critic}: expected evidence, recalibrate=val|heldout|heldout-groups, observed=zero|estimate, "
+                "cold, ensemble=N (N >= 1) or base")
     print(json.dumps(advantage_fidelity(args.run, args.eps, prompts=args.prompts,
                                         forms=("item", "rollout") if args.rollout else ("item",),
                                         critic=options or None), indent=2))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from flexrec.config import EVAL_BATCH, TrainConfig, data_options, need_list, set_threads, to_dict, validate
-from flexrec.critic import build_imputer, calibrate, fill_pools
+from flexrec.critic import Critic, build_imputer, calibrate, fill_member_pools, fill_pools
 from flexrec.data import NEEDS, build_examples, load, split_users
 from flexrec.data.frames import absolute_spec
 from flexrec.eval.evaluate import ItemPopularityRanker, PolicyRanker, mean_metrics
@@ -67,6 +67,7 @@ class Run:
     start: int = 0
     results: dict = field(default_factory=dict)  # stage -> need -> metric -> mean, on RESULTS_SPLIT users
     report_lines: list[str] = field(default_factory=list)  # lines for report.md (critic calibration, ...)
+    member_gains: Optional[torch.Tensor] = None  # (N, M, K) each critic ensemble member's gains (--unc-variance members)
 
     @property
     def total(self) -> int:
@@ -153,8 +154,12 @@ def setup(cfg: TrainConfig) -> Run:
     # ---- critic fill: every training pool's labels (observed as-is, the rest imputed) ---------------
     if resume is not None:
         gains, gain_var, report_lines = resume["gains"], resume["gain_var"], list(resume.get("report_lines", []))
+        member_gains = resume.get("member_gains")
     else:
-        gains, gain_var, report_lines = fill_labels(cfg, data, splits, train_ex)
+        gains, gain_var, report_lines, member_gains = fill_labels(cfg, data, splits, train_ex)
+    if cfg.unc_variance == "members" and cfg.rl_steps and member_gains is None:
+        raise ValueError(f"--unc-variance members: {cfg.resume} holds no ensemble members' labels (it was filled "
+                         "before flexrec stored them); start the run afresh")
     ops = dict(meta["ops_backends"])
     report_lines = [f"Code: {describe_code(meta['code_version'])}. Compiled extension: {ops.pop('extension')}. "
                     f"Ops backends on {device.type}: " + ", ".join(f"{op} {b}" for op, b in ops.items()) + ". "
@@ -172,7 +177,8 @@ def setup(cfg: TrainConfig) -> Run:
     run = Run(cfg, device, data, examples, policy, tok, make_collate(cfg), rundir, gains, gain_var, by_need,
               need_weights(cfg.need_weights, need_order), need_weights(cfg.rl_need_weights, need_order),
               np.random.default_rng([cfg.seed, 1]),
-              torch.Generator().manual_seed(cfg.seed + 2), optimizer, report_lines=report_lines)
+              torch.Generator().manual_seed(cfg.seed + 2), optimizer, report_lines=report_lines,
+              member_gains=member_gains)
     if resume is not None:
         run.start, run.results = resume["step"], resume["results"]
         if run.start > cfg.sft_steps:  # RL had started: its optimiser and reference
@@ -184,13 +190,16 @@ def setup(cfg: TrainConfig) -> Run:
     return run
 
 
-def fill_labels(cfg: TrainConfig, data, splits: dict, train_ex: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """The filled gains and their variances of every training pool, (N, K) each, and the report's lines.
+def fill_labels(cfg: TrainConfig, data, splits: dict,
+                train_ex: list) -> tuple[torch.Tensor, torch.Tensor, list[str], Optional[torch.Tensor]]:
+    """The filled gains and their variances of every training pool, (N, K) each, the report's lines, and each
+    critic ensemble member's gains, (N, M, K) (`flexrec.critic.fill_member_pools`; None unless the imputer is a
+    critic of two or more members), which ``--unc-variance members`` reads.
 
     Under torchrun the critic is fitted once, on rank 0, and its labels sent to the other ranks.
     """
     lines: list[str] = []
-    gains = gain_var = None
+    gains = gain_var = member_gains = None
     if distributed.is_main():
         t0 = time.time()
         print(f"critic: fitting the {cfg.imputer} imputer on the observed feedback ...", flush=True)
@@ -204,13 +213,17 @@ def fill_labels(cfg: TrainConfig, data, splits: dict, train_ex: list) -> tuple[t
             lines.append(line)
         gains_np, gain_var_np = fill_pools(data, imputer, train_ex, seed=cfg.seed)
         gains, gain_var = torch.from_numpy(gains_np), torch.from_numpy(gain_var_np)
+        if isinstance(imputer, Critic) and len(imputer.nets) > 1:
+            member_gains = torch.from_numpy(fill_member_pools(data, imputer, train_ex))
         if cfg.gain == "exp":  # g = 2^l - 1; delta method: Var g ~ (ln 2 * 2^l)^2 Var l
             gain_var = (np.log(2.0) * torch.pow(2.0, gains)) ** 2 * gain_var
             gains = torch.pow(2.0, gains) - 1.0
+            member_gains = None if member_gains is None else torch.pow(2.0, member_gains) - 1.0
         print(f"critic fill ({cfg.imputer}) of {len(train_ex)} pools: {time.time() - t0:.1f}s", flush=True)
     if distributed.world() > 1:
-        gains, gain_var, lines = distributed.broadcast((gains, gain_var, lines) if distributed.is_main() else None)
-    return gains, gain_var, lines
+        gains, gain_var, lines, member_gains = distributed.broadcast(
+            (gains, gain_var, lines, member_gains) if distributed.is_main() else None)
+    return gains, gain_var, lines, member_gains
 
 
 def shuffled_slots(rng: np.random.Generator, n: int, K: int) -> np.ndarray:
@@ -259,7 +272,7 @@ def save(run: Run, done: int, rng: dict) -> None:
     """Checkpoint after ``done`` steps. DDP: rank 0 writes; FSDP: every rank writes its shards."""
     data_parallel.save(run.rundir.path, run.rundir.save_checkpoint, {
         "config": to_dict(run.cfg), "step": done, "results": run.results, "rng": rng, "gains": run.gains,
-        "gain_var": run.gain_var, "report_lines": run.report_lines,
+        "gain_var": run.gain_var, "report_lines": run.report_lines, "member_gains": run.member_gains,
     }, run.policy, run.optimizer, run.reference)
 
 
@@ -290,10 +303,13 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
             idx = idx[rows]
             examples = [run.examples["train"][i] for i in idx]
             gains, gain_var = run.gains[idx], run.gain_var[idx]
+            members = run.member_gains[idx] if run.member_gains is not None and not sft else None
             if order is not None:
                 order = torch.from_numpy(order[rows])
                 examples = [permute_pool(ex, p.numpy()) for ex, p in zip(examples, order)]
                 gains, gain_var = gains.gather(1, order), gain_var.gather(1, order)
+                if members is not None:
+                    members = members.gather(2, order[:, None].expand_as(members))
             batch = run.collate(examples, run.tokenizer, run.data).to(run.device)
             gains, gain_var = gains.to(run.device), gain_var.to(run.device)
             if sft:
@@ -301,7 +317,8 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
                     group["lr"] = sft_lr_at(step, cfg)
                 logs = sft_step(run.policy, run.optimizer, batch, gains, cfg)
             else:
-                logs = rl_step(run.policy, run.reference, run.optimizer, batch, gains, gain_var, cfg, run.gumbel_gen)
+                logs = rl_step(run.policy, run.reference, run.optimizer, batch, gains, gain_var, cfg, run.gumbel_gen,
+                               None if members is None else members.to(run.device))
             logs = distributed.mean_over_ranks(logs)
             done, done_rng = step + 1, rng_state(run.sample_rng, run.gumbel_gen)
 

@@ -68,10 +68,12 @@ def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple
     return input_ids[:, lo:hi], attention_mask[:, lo:hi]
 
 
-def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConfig, gen) -> dict:
+def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConfig, gen,
+            member_gains=None) -> dict:
     """One GRPO step: G rollouts per prompt -> item rewards -> advantages -> PPO-clip update.
 
-    Shapes inside: P prompts, G lists, K candidates; gains, gain_var (P, K) by candidate.
+    Shapes inside: P prompts, G lists, K candidates; gains, gain_var (P, K) by candidate; member_gains (P, M, K),
+    the critic ensemble members' gains, read with ``--unc-variance members``.
     """
     P, K, G = gains.shape[0], gains.shape[1], cfg.group_size
     mode, use_uncertainty = REWARD_MODES[cfg.reward_mode]
@@ -87,12 +89,18 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
     mask = decisions.expand(P, G, K)
     if use_uncertainty:
         over_ranks = distributed.sum_over_ranks if distributed.world() > 1 else None  # the global batch's statistics
+        if cfg.unc_variance == "members":
+            if member_gains is None:
+                raise ValueError("--unc-variance members: no ensemble members' gains were passed to rl_step")
+            reward_var, rollout_var = rl.member_reward_variance(member_gains, perm, cfg.ndcg_cutoff, mode)
         if cfg.unc_form == "rollout":  # the paper's A / (u_i + eps), one weight per rollout
-            rollout_var = rl.rollout_reward_variance(ranked_gains, ranked_var, cfg.ndcg_cutoff).view(P, G)
+            if cfg.unc_variance == "labels":
+                rollout_var = rl.rollout_reward_variance(ranked_gains, ranked_var, cfg.ndcg_cutoff).view(P, G)
             weights = rl.rollout_uncertainty_weights(rollout_var, K, cfg.ndcg_cutoff, cfg.unc_eps, cfg.unc_max_weight,
                                                      over_ranks)
         else:
-            reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
+            if cfg.unc_variance == "labels":
+                reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
             weights = rl.item_uncertainty_weights(reward_var, cfg.ndcg_cutoff, cfg.unc_eps, cfg.unc_max_weight,
                                                   over_ranks)
         advantages = advantages * weights

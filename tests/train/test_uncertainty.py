@@ -121,10 +121,12 @@ def test_fidelity_compares_forms_and_refitted_critics(tmp_path, small_config):
     from flexrec.experiments.fidelity import NO_SCALING, advantage_fidelity
     from flexrec.train.loop import train
 
-    cfg = small_config(tmp_path, sft_steps=2, rl_steps=0, world_users=100, world_evidence="sparse")
+    cfg = small_config(tmp_path, sft_steps=2, rl_steps=0, world_users=100, world_evidence="sparse", critic_ensemble=2)
     train(cfg)
     plain = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, forms=("item", "rollout"))
-    assert set(plain["cosine"]) == {NO_SCALING, "eps 1", "rollout eps 1"}
+    # the run's critic is an ensemble, so the members' spread is weighed too (--unc-variance members)
+    assert set(plain["cosine"]) == {NO_SCALING, "eps 1", "rollout eps 1", "members eps 1", "members rollout eps 1"}
+    assert plain["members"] == 2 and -1 <= plain["member_reward_variance_error_rank_corr"] <= 1
     assert 0 < plain["effective_share"]["rollout eps 1"] <= 1.0
     assert "val_coverage_50" not in plain  # the run's own fill: no refit
     refit = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, critic={"base": True})
@@ -268,3 +270,95 @@ def test_group_recalibration_fixes_each_group_and_the_critic_fits_one(world):
     assert set(np.unique(g)) <= {COLD_USER, NEW_TOPIC, SEEN_TOPIC}
     assert np.all(g[critic._user_feedback[users] <= 2] == COLD_USER)
     assert np.all(critic.predict(users, items)[1] > 0)
+
+
+def test_member_variance_by_hand():
+    from flexrec.ops.reference import swap_reward
+
+    # One pool (K = 3), two members; G = 2 rollouts: the identity order and (2, 0, 1).
+    members = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])  # (P=1, M=2, K=3) by candidate
+    perm = torch.tensor([[[0, 1, 2], [2, 0, 1]]])
+    item, rollout = rl.member_reward_variance(members, perm, cutoff=0, mode="causal")
+    # By hand, d = (1, 1/log2 3, 1/2), IDCG = 1 for both members. Rollout 0 in rank order: member 0 (1, 0, 0),
+    # member 1 (0, 1, 0). Causal swap: r_0 = [(g0-g1)(d0-d1) + (g0-g2)(d0-d2)] / 2, r_1 = (g1-g2)(d1-d2), r_2 = 0.
+    d1 = 1 / math.log2(3)
+    r_m0 = torch.tensor([((1 - d1) + 0.5) / 2, 0.0, 0.0])
+    r_m1 = torch.tensor([-(1 - d1) / 2, d1 - 0.5, 0.0])
+    expected0 = torch.stack([r_m0, r_m1]).var(0, unbiased=False)
+    torch.testing.assert_close(item[0, 0], expected0)
+    # NDCG: member 0 ranks its relevant item first (1), member 1 second (d1): variance (1 - d1)^2 / 4
+    torch.testing.assert_close(rollout[0, 0], torch.tensor((1 - d1) ** 2 / 4))
+    # rollout 1 against the reference op on each member's ranked gains
+    ranked = members[0][:, perm[0, 1]]  # (M, K)
+    torch.testing.assert_close(item[0, 1], swap_reward(ranked, 0, "causal").var(0, unbiased=False))
+    # members that agree: no variance, whatever the ranking
+    same = torch.tensor([[[0.3, 0.9, 0.1]] * 4])
+    item, rollout = rl.member_reward_variance(same, perm, cutoff=2, mode="causal")
+    assert torch.equal(item, torch.zeros(1, 2, 3)) and torch.equal(rollout, torch.zeros(1, 2))
+
+
+def test_member_variance_matches_a_loop_on_random_pools():
+    from flexrec.ops.reference import swap_reward
+
+    gen = torch.Generator().manual_seed(0)
+    P, M, G, K = 3, 4, 5, 6
+    members = torch.rand(P, M, K, generator=gen)
+    perm = torch.stack([torch.stack([torch.randperm(K, generator=gen) for _ in range(G)]) for _ in range(P)])
+    item, rollout = rl.member_reward_variance(members, perm, cutoff=4, mode="causal")
+    for p in range(P):
+        for g in range(G):
+            ranked = members[p][:, perm[p, g]]
+            torch.testing.assert_close(item[p, g], swap_reward(ranked, 4, "causal").var(0, unbiased=False))
+            torch.testing.assert_close(rollout[p, g], swap_reward(ranked, 4, "sequence")[:, 0].var(unbiased=False))
+
+
+def test_member_labels_of_a_critic(world):
+    from flexrec.critic import build_imputer, fill_member_pools, fill_pools
+    from flexrec.data.examples import build_examples
+    from flexrec.data.pools import split_users
+
+    splits = split_users(world, seed=0)
+    critic = build_imputer("critic", world, splits["train"], ensemble=3, epochs=2, seed=0)
+    examples = build_examples(world, ["maximize_interest"], "train", K=8, seed=0, max_users=20)
+    members = fill_member_pools(world, critic, examples)
+    assert members.shape == (len(examples), 3, 8)
+    gains, _ = fill_pools(world, critic, examples, seed=0)
+    # maximize_interest's label is the interest itself: the members' labels average to the ensemble's fill
+    np.testing.assert_allclose(members.mean(1), gains, atol=1e-5)
+    known = np.stack([world.observed.lookup(int(ex.user), np.asarray(ex.items))[1] for ex in examples])
+    assert known.any() and np.all(np.ptp(members, 1)[known] == 0)  # observed feedback: every member's label is the same
+    assert np.all(np.ptp(members, 1)[~known] > 0)  # filled: the members disagree
+
+
+def test_members_variance_needs_an_ensemble(tmp_path, small_config):
+    from flexrec.config import ConfigError, validate
+    from flexrec.data.needs import NEEDS
+
+    validate(small_config(tmp_path, unc_variance="members", critic_ensemble=2), NEEDS)  # an ensemble: accepted
+    with pytest.raises(ConfigError, match="--critic-ensemble 2 or more"):
+        validate(small_config(tmp_path, unc_variance="members", critic_ensemble=1), NEEDS)
+    with pytest.raises(ConfigError, match="--imputer critic"):
+        validate(small_config(tmp_path, unc_variance="members", imputer="item-knn"), NEEDS)
+
+
+def test_a_run_with_the_members_variance_resumes(tmp_path, small_config):
+    import dataclasses
+
+    from flexrec.config import TrainConfig
+    from flexrec.train.loop import train
+    from flexrec.train.rundir import load_checkpoint
+
+    cfg = small_config(tmp_path, sft_steps=1, rl_steps=3, world_users=100, world_evidence="sparse",
+                       unc_variance="members", critic_ensemble=2)
+    whole = train(dataclasses.replace(cfg, out=str(tmp_path / "whole")))
+    state = load_checkpoint(str(tmp_path / "whole"))
+    assert state["member_gains"].shape[1:] == (2, cfg.num_candidates)
+    assert state["member_gains"].shape[0] == state["gains"].shape[0]
+
+    def interrupt(step):
+        if step == 2:  # in the RL stage: the members' gains must come back from the checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(dataclasses.replace(cfg, out=str(tmp_path / "part")), on_step=interrupt)
+    assert train(TrainConfig(resume=str(tmp_path / "part"))) == whole
