@@ -144,7 +144,8 @@ class TrainConfig:
     unc_variance: str = "labels"  # the reward variance the weights use: "labels", the closed form from each label's
     # variance (FLEXREC.md section 5: independent labels, the critic's feedback noise included); "members", the
     # spread over the critic's ensemble members of the rewards computed from each member's labels (epistemic only,
-    # the members' errors as correlated across a pool as they are; rl.member_reward_variance). docs/uncertainty.md
+    # the members' errors as correlated across a pool as they are; rl.member_reward_variance; an imputer without
+    # an ensemble's variance, critic-mean or KNN, then gives variance 0: no weighting). docs/uncertainty.md
     batch_size: int = 16  # SFT batch size, over all ranks under torchrun (also the evaluation batch)
     need_stagger: int = 200  # SFT curriculum: need i joins at step i * need_stagger (0 = all at once).
     # The tiny model learned any one need, or two, within 200 steps, but all three at once not in 400:
@@ -506,9 +507,9 @@ def validate(cfg: TrainConfig, needs: dict) -> None:
             problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
     if not 0.0 < cfg.observe_fraction <= 1.0:
         problems.append(f"--observe-fraction must be in (0, 1], got {cfg.observe_fraction}")
-    if cfg.unc_variance == "members" and (cfg.imputer != "critic" or cfg.critic_ensemble < 2):
-        problems.append(f"--unc-variance members takes the spread of the critic's ensemble members: it needs --imputer "
-                        f"critic and --critic-ensemble 2 or more (got {cfg.imputer}, {cfg.critic_ensemble})")
+    if cfg.unc_variance == "members" and cfg.imputer == "critic" and cfg.critic_ensemble < 2:
+        problems.append(f"--unc-variance members takes the spread of the critic's ensemble members: it needs "
+                        f"--critic-ensemble 2 or more, got {cfg.critic_ensemble}")
     if cfg.resume and cfg.overwrite:
         problems.append("--resume continues a run and --overwrite deletes it: give one of them")
     if problems:

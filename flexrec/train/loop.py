@@ -157,7 +157,7 @@ def setup(cfg: TrainConfig) -> Run:
         member_gains = resume.get("member_gains")
     else:
         gains, gain_var, report_lines, member_gains = fill_labels(cfg, data, splits, train_ex)
-    if cfg.unc_variance == "members" and cfg.rl_steps and member_gains is None:
+    if cfg.unc_variance == "members" and cfg.imputer == "critic" and cfg.rl_steps and member_gains is None:
         raise ValueError(f"--unc-variance members: {cfg.resume} holds no ensemble members' labels (it was filled "
                          "before flexrec stored them); start the run afresh")
     ops = dict(meta["ops_backends"])
@@ -193,8 +193,8 @@ def setup(cfg: TrainConfig) -> Run:
 def fill_labels(cfg: TrainConfig, data, splits: dict,
                 train_ex: list) -> tuple[torch.Tensor, torch.Tensor, list[str], Optional[torch.Tensor]]:
     """The filled gains and their variances of every training pool, (N, K) each, the report's lines, and each
-    critic ensemble member's gains, (N, M, K) (`flexrec.critic.fill_member_pools`; None unless the imputer is a
-    critic of two or more members), which ``--unc-variance members`` reads.
+    critic ensemble member's gains, (N, M, K) (`flexrec.critic.fill_member_pools`; None unless the imputer is the
+    critic, with its variance, of two or more members), which ``--unc-variance members`` reads.
 
     Under torchrun the critic is fitted once, on rank 0, and its labels sent to the other ranks.
     """
@@ -213,7 +213,7 @@ def fill_labels(cfg: TrainConfig, data, splits: dict,
             lines.append(line)
         gains_np, gain_var_np = fill_pools(data, imputer, train_ex, seed=cfg.seed)
         gains, gain_var = torch.from_numpy(gains_np), torch.from_numpy(gain_var_np)
-        if isinstance(imputer, Critic) and len(imputer.nets) > 1:
+        if isinstance(imputer, Critic) and imputer.use_variance and len(imputer.nets) > 1:  # not critic-mean's
             member_gains = torch.from_numpy(fill_member_pools(data, imputer, train_ex))
         if cfg.gain == "exp":  # g = 2^l - 1; delta method: Var g ~ (ln 2 * 2^l)^2 Var l
             gain_var = (np.log(2.0) * torch.pow(2.0, gains)) ** 2 * gain_var

@@ -89,10 +89,11 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
     mask = decisions.expand(P, G, K)
     if use_uncertainty:
         over_ranks = distributed.sum_over_ranks if distributed.world() > 1 else None  # the global batch's statistics
-        if cfg.unc_variance == "members":
+        if cfg.unc_variance == "members":  # no members (critic-mean, KNN): variance 0, weights of exactly 1
             if member_gains is None:
-                raise ValueError("--unc-variance members: no ensemble members' gains were passed to rl_step")
-            reward_var, rollout_var = rl.member_reward_variance(member_gains, perm, cfg.ndcg_cutoff, mode)
+                reward_var, rollout_var = torch.zeros(P, G, K, device=perm.device), torch.zeros(P, G, device=perm.device)
+            else:
+                reward_var, rollout_var = rl.member_reward_variance(member_gains, perm, cfg.ndcg_cutoff, mode)
         if cfg.unc_form == "rollout":  # the paper's A / (u_i + eps), one weight per rollout
             if cfg.unc_variance == "labels":
                 rollout_var = rl.rollout_reward_variance(ranked_gains, ranked_var, cfg.ndcg_cutoff).view(P, G)

@@ -337,8 +337,7 @@ def test_members_variance_needs_an_ensemble(tmp_path, small_config):
     validate(small_config(tmp_path, unc_variance="members", critic_ensemble=2), NEEDS)  # an ensemble: accepted
     with pytest.raises(ConfigError, match="--critic-ensemble 2 or more"):
         validate(small_config(tmp_path, unc_variance="members", critic_ensemble=1), NEEDS)
-    with pytest.raises(ConfigError, match="--imputer critic"):
-        validate(small_config(tmp_path, unc_variance="members", imputer="item-knn"), NEEDS)
+    validate(small_config(tmp_path, unc_variance="members", imputer="item-knn", critic_ensemble=1), NEEDS)  # unused
 
 
 def test_a_run_with_the_members_variance_resumes(tmp_path, small_config):
@@ -362,3 +361,18 @@ def test_a_run_with_the_members_variance_resumes(tmp_path, small_config):
     with pytest.raises(KeyboardInterrupt):
         train(dataclasses.replace(cfg, out=str(tmp_path / "part")), on_step=interrupt)
     assert train(TrainConfig(resume=str(tmp_path / "part"))) == whole
+
+
+def test_members_variance_leaves_critic_mean_unweighted(tmp_path, small_config):
+    from flexrec.train.loop import train
+    from flexrec.train.rundir import load_checkpoint
+
+    # the raw critic's ablation has no variance: no members' gains are kept, and its RL weights are all 1, so the
+    # members setting trains exactly what the labels setting does
+    runs = {}
+    for variance in ("labels", "members"):
+        cfg = small_config(tmp_path / variance, sft_steps=1, rl_steps=2, world_users=100, imputer="critic-mean",
+                           critic_ensemble=2, unc_variance=variance)
+        runs[variance] = train(cfg)
+    assert load_checkpoint(str(tmp_path / "members" / "run"))["member_gains"] is None
+    assert runs["labels"] == runs["members"]
