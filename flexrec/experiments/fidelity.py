@@ -176,6 +176,12 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
                  label_rank_corr_ceiling_actual=rank_correlation_ceiling(error[unknown] ** 2, seed),
                  all_label_variance_error_rank_corr=_rank_correlation(var[unknown | known], error[unknown | known] ** 2),
                  observed_labels=int(known.sum()), filled_labels=int(unknown.sum()))
+    # How much of the filled labels' squared error is an offset shared by the whole pool (the mean error of a pool's
+    # filled labels, squared): a swap reward compares a list's items, so it sees such an offset only through IDCG.
+    per_pool = unknown.sum(-1)
+    offset = (error * unknown).sum(-1) / per_pool.clamp(min=1)
+    extra.update(filled_label_mse=float((error[unknown] ** 2).mean()) if unknown.any() else 0.0,
+                 filled_label_pool_offset_ms=float((offset[per_pool > 0] ** 2).mean()) if unknown.any() else 0.0)
     mode = REWARD_MODES["flexrec"][0]  # the trainer's item reward (the causal swap)
     per_rank = cfg.adv_baseline == "rank"
     reward = swap_reward(filled_g, cfg.ndcg_cutoff, mode).view(P, G, K)

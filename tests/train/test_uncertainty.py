@@ -127,6 +127,7 @@ def test_fidelity_compares_forms_and_refitted_critics(tmp_path, small_config):
     # the run's critic is an ensemble, so the members' spread is weighed too (--unc-variance members)
     assert set(plain["cosine"]) == {NO_SCALING, "eps 1", "rollout eps 1", "members eps 1", "members rollout eps 1"}
     assert plain["members"] == 2 and -1 <= plain["member_reward_variance_error_rank_corr"] <= 1
+    assert 0 <= plain["filled_label_pool_offset_ms"] <= plain["filled_label_mse"]  # a mean's square <= mean square
     assert 0 < plain["effective_share"]["rollout eps 1"] <= 1.0
     assert "val_coverage_50" not in plain  # the run's own fill: no refit
     refit = advantage_fidelity(tmp_path / "run", eps=(1.0,), prompts=16, critic={"base": True})
