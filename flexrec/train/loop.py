@@ -239,6 +239,17 @@ def permute_pool(example, order: np.ndarray):
                                observed_mask=example.observed_mask[order])
 
 
+def permute_by_candidate(order: torch.Tensor, *values: Optional[torch.Tensor]) -> list[Optional[torch.Tensor]]:
+    """Per-candidate tensors of a batch put in each pool's new slot order (as `permute_pool` does its items): the
+    last dimension is the candidate's, anything between the pool's and it (the critic members' axis) is carried
+    along. None stays None. Shapes: order (B, K); each value (B, K) or (B, ..., K) -> the same."""
+    def move(x):
+        index = order.view(order.shape[0], *([1] * (x.dim() - 2)), order.shape[1]).expand_as(x)
+        return x.gather(-1, index)
+
+    return [None if x is None else move(x) for x in values]
+
+
 def evaluate_split(run: Run, split: str, ranker=None, label: str = "") -> dict:
     """Mean metrics per need on ``split`` (RESULTS_SPLIT or MONITOR; the policy's greedy rankings unless
     ``ranker``); under torchrun each rank ranks its share of the batches. ``label``: a progress bar of pools."""
@@ -307,9 +318,7 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
             if order is not None:
                 order = torch.from_numpy(order[rows])
                 examples = [permute_pool(ex, p.numpy()) for ex, p in zip(examples, order)]
-                gains, gain_var = gains.gather(1, order), gain_var.gather(1, order)
-                if members is not None:
-                    members = members.gather(2, order[:, None].expand_as(members))
+                gains, gain_var, members = permute_by_candidate(order, gains, gain_var, members)
             batch = run.collate(examples, run.tokenizer, run.data).to(run.device)
             gains, gain_var = gains.to(run.device), gain_var.to(run.device)
             if sft:

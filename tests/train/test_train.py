@@ -204,14 +204,17 @@ def test_shuffled_slots_move_items_labels_and_gains_together():
     import numpy as np
 
     from flexrec.data import build_examples, load
-    from flexrec.train.loop import permute_pool, shuffled_slots
+    from flexrec.train.loop import permute_by_candidate, permute_pool, shuffled_slots
 
     data = load("synthetic", seed=0, n_users=40, n_items=60, n_topics=6)
     examples = build_examples(data, ["maximize_interest"], "train", 8, 0)[:5]
     gains = torch.rand(5, 8, dtype=torch.float64)
     orders = shuffled_slots(np.random.default_rng(3), 5, 8)
     assert (np.sort(orders, 1) == np.arange(8)).all() and (orders != np.arange(8)).any()
-    moved = gains.gather(1, torch.from_numpy(orders))
+    members = gains[:, None] + torch.arange(3, dtype=gains.dtype)[None, :, None]  # (5, 3 members, 8)
+    moved, moved_members, nothing = permute_by_candidate(torch.from_numpy(orders), gains, members, None)
+    assert nothing is None
+    torch.testing.assert_close(moved_members, moved[:, None] + torch.arange(3, dtype=gains.dtype)[None, :, None])
     for ex, g, m, order in zip(examples, gains, moved, orders):
         new = permute_pool(ex, order)
         before = {int(i): (float(t), float(x)) for i, t, x in zip(ex.items, ex.true_labels, g)}
