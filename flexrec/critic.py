@@ -146,26 +146,31 @@ class Critic:
     def _predict_raw(self, users: np.ndarray, items: np.ndarray,
                      cold: Optional[tuple[np.ndarray, np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray]:
         """`predict` before any recalibration; ``cold``: rows posed as cold users (`_features`, no user embedding)."""
+        mu, var = self._members(users, items, cold)
+        return mu.mean(0).numpy(), (var.mean(0) + mu.var(0, unbiased=False)).numpy()
+
+    @torch.no_grad()
+    def _members(self, users: np.ndarray, items: np.ndarray,
+                 cold: Optional[tuple[np.ndarray, np.ndarray]] = None) -> tuple[Tensor, Tensor]:
+        """Every ensemble member's mean and aleatoric variance. Shapes: (N,), (N,) -> (M, N), (M, N)."""
         u, i = torch.as_tensor(users, dtype=torch.long), torch.as_tensor(items, dtype=torch.long)
         x = self._features(np.asarray(users), np.asarray(items), cold)
         scale = None if cold is None else torch.zeros(len(u))
         mus, variances = zip(*(net(u, i, x, scale) for net in self.nets))
-        mu, var = torch.stack(mus), torch.stack(variances)
-        return mu.mean(0).numpy(), (var.mean(0) + mu.var(0, unbiased=False)).numpy()
+        return torch.stack(mus), torch.stack(variances)
 
-    @torch.no_grad()
+    def _observed_batch(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The observed feedback of many pools and where it is observed. Shapes: (N,), (N, K) -> (N, K), (N, K)."""
+        obs, known = zip(*(_observed(self.data, int(u), it) for u, it in zip(users, items)))
+        return np.stack(obs), np.stack(known)
+
     def member_interest_batch(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Each ensemble member's own mean interest of many pools, observed feedback in place where observed (the
         same in every member). Shapes: users (N,), items (N, K) -> (M, N, K)."""
         N, K = items.shape
-        u = torch.as_tensor(np.repeat(users, K), dtype=torch.long)
-        i = torch.as_tensor(items.reshape(-1), dtype=torch.long)
-        x = self._features(np.repeat(users, K), items.reshape(-1))
-        mus = torch.stack([net(u, i, x)[0] for net in self.nets]).reshape(len(self.nets), N, K).numpy()
-        for n in range(N):
-            obs, known = _observed(self.data, int(users[n]), items[n])
-            mus[:, n] = np.where(known, obs, mus[:, n])
-        return mus.astype(np.float32)
+        mus = self._members(np.repeat(users, K), items.reshape(-1))[0].reshape(-1, N, K).numpy()
+        obs, known = self._observed_batch(users, items)
+        return np.where(known[None], obs[None], mus).astype(np.float32)
 
     def pair_groups(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """`GroupRecalibration`'s group of each pair: COLD_USER (at most COLD_FEEDBACK feedback values), NEW_TOPIC
@@ -186,11 +191,10 @@ class Critic:
         N, K = items.shape
         mu, var = (x.reshape(N, K) for x in self.predict(np.repeat(users, K), items.reshape(-1)))
         var = var if self.use_variance else np.zeros_like(var)
-        for n in range(N):
-            obs, known = _observed(self.data, int(users[n]), items[n])
-            noise = self.noise_var[int(users[n])] if self.observed_var == "estimate" and self.use_variance else 0.0
-            mu[n], var[n] = np.where(known, obs, mu[n]), np.where(known, noise, var[n])
-        return mu.astype(np.float32), var.astype(np.float32)
+        obs, known = self._observed_batch(users, items)
+        estimate = self.observed_var == "estimate" and self.use_variance
+        noise = self.noise_var[np.asarray(users, np.int64)][:, None] if estimate else 0.0
+        return np.where(known, obs, mu).astype(np.float32), np.where(known, noise, var).astype(np.float32)
 
     @classmethod
     def fit(
@@ -519,23 +523,21 @@ def fill_pools(data: InteractionData, imputer: Imputer, examples: list, label_sa
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
 
-def fill_member_pools(data: InteractionData, critic: "Critic", examples: list) -> np.ndarray:
-    """Each ensemble member's labels of many (user, items, need) examples: the need's label function at the
+def fill_member_pools(data: InteractionData, imputer: Imputer, examples: list) -> Optional[np.ndarray]:
+    """Each critic ensemble member's labels of many (user, items, need) examples: the need's label function at the
     member's own mean interest (`Critic.member_interest_batch`). The spread of a reward computed from each member's
     labels is the critic's epistemic uncertainty about that reward, with the members' errors as correlated across a
-    pool as they are (`flexrec.rl.member_reward_variance`).
-    Shapes: -> (N, M, K)."""
+    pool as they are (`flexrec.rl.member_reward_variance`). None for an imputer without that spread: a KNN imputer,
+    the critic's mean alone (critic-mean), or a single member. Shapes: -> (N, M, K).
+    """
+    if not (isinstance(imputer, Critic) and imputer.use_variance and len(imputer.nets) > 1):
+        return None
     users = np.array([ex.user for ex in examples])
     items = np.stack([np.asarray(ex.items, np.int64) for ex in examples])
-    mus = critic.member_interest_batch(users, items)  # (M, N, K)
-    out = np.empty((len(examples), len(mus), items.shape[1]), np.float32)
-    for n, ex in enumerate(examples):
-        fn, ctx = get_need(ex.need).label_fn, label_context(data, int(users[n]), items[n], observed=True)
-        ctx.known = np.ones(items.shape[1], bool)  # as `_labels_at_interest`: every interest is given
-        for m in range(len(mus)):
-            ctx.interest = mus[m, n]
-            out[n, m] = fn(ctx)
-    return out
+    mus = imputer.member_interest_batch(users, items)  # (M, N, K)
+    return np.stack([np.stack([label(mu) for mu in mus[:, n]])
+                     for n, label in enumerate(_label_function(data, int(u), it, ex.need)
+                                               for u, it, ex in zip(users, items, examples))])
 
 
 def filled_labels(
@@ -562,19 +564,28 @@ def _labels_at_interest(data: InteractionData, mu: np.ndarray, var: np.ndarray, 
                         need: str, label_samples: int, rng: Optional[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
     """``filled_labels`` from an already filled interest (mu, var). Shapes: mu, var, items (K,) -> (K,), (K,)."""
     items = np.asarray(items, np.int64)
-    fn = get_need(need).label_fn
-    ctx = label_context(data, user, items, observed=True)
-    ctx.known = np.ones(len(items), bool)
-    ctx.interest = mu
-    labels = np.asarray(fn(ctx), np.float32)
+    label = _label_function(data, user, items, need)
+    labels = label(mu)
     if not np.any(var > 0) or label_samples < 2:
         return labels, np.zeros_like(labels)
     rng = rng or np.random.default_rng([user, len(items)])
-    draws = []
-    for _ in range(label_samples):
-        ctx.interest = np.clip(mu + np.sqrt(var) * rng.standard_normal(len(items)), 0.0, 1.0).astype(np.float32)
-        draws.append(np.asarray(fn(ctx), np.float32))
+    draws = [label(np.clip(mu + np.sqrt(var) * rng.standard_normal(len(items)), 0.0, 1.0).astype(np.float32))
+             for _ in range(label_samples)]
     return labels, np.var(np.stack(draws), 0).astype(np.float32)
+
+
+def _label_function(data: InteractionData, user: int, items: np.ndarray, need: str):
+    """The need's labels of one pool as a function of the pool's interest (every item's given), its context built
+    once. Shapes: interest (K,) -> labels (K,) float32."""
+    fn = get_need(need).label_fn
+    ctx = label_context(data, user, np.asarray(items, np.int64), observed=True)
+    ctx.known = np.ones(len(items), bool)
+
+    def label(interest: np.ndarray) -> np.ndarray:
+        ctx.interest = interest
+        return np.asarray(fn(ctx), np.float32)
+
+    return label
 
 
 @dataclass

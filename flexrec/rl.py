@@ -183,10 +183,11 @@ def rollout_reward_variance(ranked_gains: Tensor, ranked_var: Tensor, cutoff: in
     return (d**2 * s).sum(-1) * inv**2
 
 
-def member_reward_variance(member_gains: Tensor, perm: Tensor, cutoff: int, mode: str) -> tuple[Tensor, Tensor]:
+def member_reward_variance(member_gains: Tensor, perm: Tensor, cutoff: int, mode: str) -> Tensor:
     """The variance over the critic's ensemble members of each sampled ranking's rewards: every member's labels
-    (`flexrec.critic.fill_member_pools`) scored as the trainer scores the filled ones, item by item (``mode``, the
-    trainer's item reward) and as the whole list's NDCG@cutoff (for ``--unc-form rollout``).
+    (`flexrec.critic.fill_member_pools`) scored as the trainer scores the filled ones, by ``swap_reward(..., mode)``:
+    the trainer's item reward, or "sequence" for the whole list's NDCG@cutoff (``--unc-form rollout``; every
+    position then holds the same value).
 
     Unlike the closed form (`flexrec.ops.swap_reward_var`, `rollout_reward_variance`), which treats each label's
     variance as independent noise and includes the feedback noise the critic predicts, this is the epistemic part
@@ -194,15 +195,12 @@ def member_reward_variance(member_gains: Tensor, perm: Tensor, cutoff: int, mode
     higher by the same amount changes a swap reward only through its IDCG (each member's own), where the closed form
     counts every label's variance in full.
 
-    Shapes: member_gains (P, M, K) by candidate, perm (P, G, K) -> item (P, G, K), rollout (P, G).
+    Shapes: member_gains (P, M, K) by candidate, perm (P, G, K) -> (P, G, K).
     """
     P, M, K = member_gains.shape
     G = perm.shape[1]
     ranked = member_gains[:, None].expand(P, G, M, K).gather(-1, perm[:, :, None].expand(P, G, M, K))
-    flat = ranked.reshape(P * G * M, K).to(torch.float32)
-    item = swap_reward(flat, cutoff, mode).view(P, G, M, K).var(2, unbiased=False)
-    rollout = swap_reward(flat, cutoff, "sequence")[:, 0].view(P, G, M).var(2, unbiased=False)
-    return item, rollout
+    return swap_reward(ranked.reshape(P * G * M, K).to(torch.float32), cutoff, mode).view(P, G, M, K).var(2, unbiased=False)
 
 
 def rollout_uncertainty_weights(

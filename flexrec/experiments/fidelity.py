@@ -86,7 +86,8 @@ def refit_fill(ranker, examples: list, evidence: bool, recalibrate: str, observe
                                cfg.critic_hidden, cfg.knn_neighbours, cfg.seed, evidence, recalibrate,
                                splits["val"], observed_var, cold_views)
     gains, var = fill_pools(ranker.data, critic, examples, seed=cfg.seed)
-    members = torch.from_numpy(fill_member_pools(ranker.data, critic, examples)).float() if len(critic.nets) > 1 else None
+    members = fill_member_pools(ranker.data, critic, examples)
+    members = None if members is None else torch.from_numpy(members).float()
     recalibration = critic.recalibration
     if recalibrate == "val":
         critic.recalibration = None
@@ -211,7 +212,8 @@ def advantage_fidelity(sft_run: str | Path, eps: Iterable[float] = (0.1, 1.0, 10
             oracle[f"rollout eps {e:g}"] = _cosine(w_best * adv[scored], adv_true[scored])
         extra["rollout_variance_error_rank_corr"] = _rank_correlation(rollout_var.flatten(), ndcg_error.flatten())
     if members_all is not None:  # --unc-variance members: the spread of the members' own rewards
-        member_var, member_rollout_var = rl.member_reward_variance(members_all[pick].float(), perm, cfg.ndcg_cutoff, mode)
+        member_var = rl.member_reward_variance(members_all[pick].float(), perm, cfg.ndcg_cutoff, mode)
+        member_rollout_var = rl.member_reward_variance(members_all[pick].float(), perm, cfg.ndcg_cutoff, "sequence")[..., 0]
         for e in eps:
             w = rl.item_uncertainty_weights(member_var, cfg.ndcg_cutoff, float(e), cfg.unc_max_weight)[scored]
             cosine[f"members eps {e:g}"] = _cosine(w * adv[scored], adv_true[scored])

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from flexrec.config import EVAL_BATCH, TrainConfig, data_options, need_list, set_threads, to_dict, validate
-from flexrec.critic import Critic, build_imputer, calibrate, fill_member_pools, fill_pools
+from flexrec.critic import build_imputer, calibrate, fill_member_pools, fill_pools
 from flexrec.data import NEEDS, build_examples, load, split_users
 from flexrec.data.frames import absolute_spec
 from flexrec.eval.evaluate import ItemPopularityRanker, PolicyRanker, mean_metrics
@@ -213,8 +213,8 @@ def fill_labels(cfg: TrainConfig, data, splits: dict,
             lines.append(line)
         gains_np, gain_var_np = fill_pools(data, imputer, train_ex, seed=cfg.seed)
         gains, gain_var = torch.from_numpy(gains_np), torch.from_numpy(gain_var_np)
-        if isinstance(imputer, Critic) and imputer.use_variance and len(imputer.nets) > 1:  # not critic-mean's
-            member_gains = torch.from_numpy(fill_member_pools(data, imputer, train_ex))
+        members_np = fill_member_pools(data, imputer, train_ex)
+        member_gains = None if members_np is None else torch.from_numpy(members_np)
         if cfg.gain == "exp":  # g = 2^l - 1; delta method: Var g ~ (ln 2 * 2^l)^2 Var l
             gain_var = (np.log(2.0) * torch.pow(2.0, gains)) ** 2 * gain_var
             gains = torch.pow(2.0, gains) - 1.0

@@ -89,22 +89,20 @@ def rl_step(policy, reference, optimizer, batch, gains, gain_var, cfg: TrainConf
     mask = decisions.expand(P, G, K)
     if use_uncertainty:
         over_ranks = distributed.sum_over_ranks if distributed.world() > 1 else None  # the global batch's statistics
-        if cfg.unc_variance == "members":  # no members (critic-mean, KNN): variance 0, weights of exactly 1
-            if member_gains is None:
-                reward_var, rollout_var = torch.zeros(P, G, K, device=perm.device), torch.zeros(P, G, device=perm.device)
-            else:
-                reward_var, rollout_var = rl.member_reward_variance(member_gains, perm, cfg.ndcg_cutoff, mode)
-        if cfg.unc_form == "rollout":  # the paper's A / (u_i + eps), one weight per rollout
-            if cfg.unc_variance == "labels":
-                rollout_var = rl.rollout_reward_variance(ranked_gains, ranked_var, cfg.ndcg_cutoff).view(P, G)
-            weights = rl.rollout_uncertainty_weights(rollout_var, K, cfg.ndcg_cutoff, cfg.unc_eps, cfg.unc_max_weight,
-                                                     over_ranks)
-        else:
-            if cfg.unc_variance == "labels":
-                reward_var = swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K)
-            weights = rl.item_uncertainty_weights(reward_var, cfg.ndcg_cutoff, cfg.unc_eps, cfg.unc_max_weight,
-                                                  over_ranks)
-        advantages = advantages * weights
+        per_rollout = cfg.unc_form == "rollout"  # the paper's A / (u_i + eps), one weight per rollout; else per item
+        if cfg.unc_variance == "labels":  # the closed form from the labels' variances
+            var = (rl.rollout_reward_variance(ranked_gains, ranked_var, cfg.ndcg_cutoff).view(P, G) if per_rollout
+                   else swap_reward_var(ranked_gains, ranked_var, cfg.ndcg_cutoff, mode).view(P, G, K))
+        elif member_gains is not None:  # the spread of the critic members' own rewards (the list's NDCG, or each item's)
+            var = rl.member_reward_variance(member_gains, perm, cfg.ndcg_cutoff, "sequence" if per_rollout else mode)
+            var = var[..., 0] if per_rollout else var
+        else:  # an imputer without members (critic-mean, KNN): no variance, no weighting
+            var = None
+        if var is not None:
+            weights = (rl.rollout_uncertainty_weights(var, K, cfg.ndcg_cutoff, cfg.unc_eps, cfg.unc_max_weight, over_ranks)
+                       if per_rollout else
+                       rl.item_uncertainty_weights(var, cfg.ndcg_cutoff, cfg.unc_eps, cfg.unc_max_weight, over_ranks))
+            advantages = advantages * weights
     with torch.no_grad():
         ref_logprob, _ = reference.logprobs(batch.input_ids, batch.attention_mask, perm, cfg.temperature)
     chunks = micro_batches(P, cfg.micro_batch)  # every prompt has the same (G, K) decisions: means split evenly

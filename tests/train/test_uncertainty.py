@@ -279,7 +279,8 @@ def test_member_variance_by_hand():
     # One pool (K = 3), two members; G = 2 rollouts: the identity order and (2, 0, 1).
     members = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])  # (P=1, M=2, K=3) by candidate
     perm = torch.tensor([[[0, 1, 2], [2, 0, 1]]])
-    item, rollout = rl.member_reward_variance(members, perm, cutoff=0, mode="causal")
+    item = rl.member_reward_variance(members, perm, cutoff=0, mode="causal")
+    rollout = rl.member_reward_variance(members, perm, cutoff=0, mode="sequence")[..., 0]
     # By hand, d = (1, 1/log2 3, 1/2), IDCG = 1 for both members. Rollout 0 in rank order: member 0 (1, 0, 0),
     # member 1 (0, 1, 0). Causal swap: r_0 = [(g0-g1)(d0-d1) + (g0-g2)(d0-d2)] / 2, r_1 = (g1-g2)(d1-d2), r_2 = 0.
     d1 = 1 / math.log2(3)
@@ -294,7 +295,8 @@ def test_member_variance_by_hand():
     torch.testing.assert_close(item[0, 1], swap_reward(ranked, 0, "causal").var(0, unbiased=False))
     # members that agree: no variance, whatever the ranking
     same = torch.tensor([[[0.3, 0.9, 0.1]] * 4])
-    item, rollout = rl.member_reward_variance(same, perm, cutoff=2, mode="causal")
+    item = rl.member_reward_variance(same, perm, cutoff=2, mode="causal")
+    rollout = rl.member_reward_variance(same, perm, cutoff=2, mode="sequence")[..., 0]
     assert torch.equal(item, torch.zeros(1, 2, 3)) and torch.equal(rollout, torch.zeros(1, 2))
 
 
@@ -305,7 +307,8 @@ def test_member_variance_matches_a_loop_on_random_pools():
     P, M, G, K = 3, 4, 5, 6
     members = torch.rand(P, M, K, generator=gen)
     perm = torch.stack([torch.stack([torch.randperm(K, generator=gen) for _ in range(G)]) for _ in range(P)])
-    item, rollout = rl.member_reward_variance(members, perm, cutoff=4, mode="causal")
+    item = rl.member_reward_variance(members, perm, cutoff=4, mode="causal")
+    rollout = rl.member_reward_variance(members, perm, cutoff=4, mode="sequence")[..., 0]
     for p in range(P):
         for g in range(G):
             ranked = members[p][:, perm[p, g]]
