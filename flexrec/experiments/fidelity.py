@@ -20,8 +20,10 @@ directly, without training anything:
 
 ``forms`` adds the paper's rollout-level weights (`flexrec.rl.rollout_uncertainty_weights`, labels "rollout eps X")
 beside the item-level ones ("eps X"); ``critic`` refits the run's critic with other options (evidence counts,
-recalibration; see `flexrec.critic.Critic.fit`) and fills the same pools with it, so that critics can be compared
-on the same sampled rankings. The critic's calibration is also measured where no choice is made on it: coverage
+recalibration, the number of members; see `flexrec.critic.Critic.fit`) and fills the same pools with it, so that
+critics can be compared on the same sampled rankings. Where the critic has two or more members, the weights from the
+spread of the members' own rewards (`--unc-variance members`, `flexrec.rl.member_reward_variance`) are reported too
+("members eps X", "members rollout eps X"). The critic's calibration is also measured where no choice is made on it: coverage
 of the filled labels of the sampled pools against the true labels, and of the validation users' observed labels
 (cross-fitted over two halves of the validation users when the critic is recalibrated on them, ``recalibrate``
 "val"; with "heldout" the factors come from held-out training labels, and the validation users are out of sample).
