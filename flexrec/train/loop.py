@@ -314,7 +314,8 @@ def run_steps(run: Run, on_step: Optional[Callable[[int], None]] = None) -> None
             idx = idx[rows]
             examples = [run.examples["train"][i] for i in idx]
             gains, gain_var = run.gains[idx], run.gain_var[idx]
-            members = run.member_gains[idx] if run.member_gains is not None and not sft else None
+            read = cfg.unc_variance == "members" and not sft and run.member_gains is not None  # else never touched
+            members = run.member_gains[idx] if read else None
             if order is not None:
                 order = torch.from_numpy(order[rows])
                 examples = [permute_pool(ex, p.numpy()) for ex, p in zip(examples, order)]
